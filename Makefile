@@ -1,0 +1,27 @@
+# The README's commands. Each target sets up .venv on its own, so either works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint install
+
+$(BIN)/.installed: pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## make run: set up, then train and evaluate the seed CNN (python mnist_cnn.py)
+run: install
+	$(BIN)/python mnist_cnn.py
+
+## make lint: ruff's linter and formatter check
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## make test: set up with the dev extras, lint, run the tests
+test: lint
+	$(BIN)/python -m pytest

@@ -1,0 +1,240 @@
+"""MNIST files: find them, verify them, parse them, and prepare them for training.
+
+Lookup order for the four IDX ``.gz`` files:
+
+1. the ``data_dir`` argument (``--data-dir`` on the command line),
+2. the ``DIGITS_DATA_DIR`` environment variable,
+3. a per-user cache directory, filled by downloading from the public mirrors with pooch.
+
+Every file is checked against its published SHA-256 before it is parsed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digits import DigitsError
+
+ENV_VAR = "DIGITS_DATA_DIR"
+
+#: File name -> published SHA-256 (the same bytes on every mirror).
+SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+
+# IDX magic numbers: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions.
+_IMAGES_MAGIC = 0x00000803
+_LABELS_MAGIC = 0x00000801
+
+_SUPPLY_HINT = f"set {ENV_VAR} or pass --data-dir to a folder holding the four MNIST .gz files"
+
+
+class DataError(DigitsError):
+    """A data file is missing, corrupted or malformed; the message says which and what to do."""
+
+
+def cache_dir() -> Path:
+    """The per-user cache directory the files are downloaded into."""
+    import pooch
+
+    return Path(pooch.os_cache("digits")) / "mnist"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """Return the folder to read from and whether it is the download cache."""
+    if data_dir:
+        return Path(data_dir), False
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]), False
+    return cache_dir(), True
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(name: str, folder: Path) -> Path:
+    """Download one file into the cache; pooch writes to a temporary file and renames it when verified."""
+    import pooch
+
+    errors = []
+    for mirror in MIRRORS:
+        try:
+            return Path(
+                pooch.retrieve(
+                    mirror + name,
+                    known_hash=f"sha256:{SHA256[name]}",
+                    fname=name,
+                    path=folder,
+                    progressbar=True,
+                )
+            )
+        except Exception as exc:  # network errors come in many types; try the next mirror
+            errors.append(f"{mirror}: {type(exc).__name__}")
+    raise DataError(
+        f"could not download {name} from any mirror ({'; '.join(errors)}); "
+        f"offline? {_SUPPLY_HINT} (expected sha256 {SHA256[name]})"
+    )
+
+
+def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Path of one verified MNIST file, downloading it into the cache if needed."""
+    folder, is_cache = resolve_data_dir(data_dir)
+    path = folder / name
+    if not path.is_file():
+        if is_cache:
+            return _download(name, folder)
+        raise DataError(f"{path}: file not found; {_SUPPLY_HINT} (expected sha256 {SHA256[name]})")
+    actual = sha256_of(path)
+    if actual != SHA256[name]:
+        where = "delete it to download it again" if is_cache else _SUPPLY_HINT
+        raise DataError(
+            f"{path}: checksum mismatch (expected sha256 {SHA256[name]}, got {actual}); "
+            f"the file is corrupted or truncated: {where}"
+        )
+    return path
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Parse a gzipped IDX file of unsigned bytes into an array, validating its header and length."""
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable gzip file ({exc})") from None
+    if len(raw) < 4:
+        raise DataError(f"{path}: too short for an IDX header")
+    magic = struct.unpack(">I", raw[:4])[0]
+    if magic >> 8 != 0x08:
+        raise DataError(f"{path}: bad magic number 0x{magic:08x} (expected an unsigned-byte IDX file)")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(shape))
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path}: header says shape {shape} ({expected} bytes of data) but the file holds "
+            f"{len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _read_pair(images_name: str, labels_name: str, data_dir) -> tuple[np.ndarray, np.ndarray]:
+    images_path = locate(images_name, data_dir)
+    labels_path = locate(labels_name, data_dir)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{images_path}: expected images of shape (N, 28, 28), got {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{labels_path}: expected {len(images)} labels, got an array of shape {labels.shape}")
+    if labels.max() >= NUM_CLASSES:
+        raise DataError(f"{labels_path}: label {labels.max()} is not a digit")
+    return images, labels
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None):
+    """Load MNIST as uint8 arrays: ``(x_train, y_train), (x_test, y_test)``."""
+    train = _read_pair("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", data_dir)
+    test = _read_pair("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", data_dir)
+    return train, test
+
+
+def check_files(data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Verify each file; one report row per file with its path, status and checksum."""
+    rows = []
+    for name, expected in SHA256.items():
+        row = {"file": name, "expected_sha256": expected}
+        try:
+            path = locate(name, data_dir)
+            row.update(path=str(path), status="ok", sha256=expected, shape=list(read_idx(path).shape))
+        except DataError as exc:
+            row.update(status="error", error=str(exc))
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class PreparedData:
+    """MNIST ready for a model: images float32 in [0, 1] shaped (N, 28, 28, 1), integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def scale(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]."""
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def stratified_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Indices of a class-balanced random subset of ``size`` items."""
+    from sklearn.model_selection import train_test_split
+
+    if size >= len(y):
+        return np.arange(len(y))
+    idx, _ = train_test_split(np.arange(len(y)), train_size=size, stratify=y, random_state=seed)
+    return np.sort(idx)
+
+
+def prepare(
+    data_dir: str | os.PathLike | None = None,
+    val_size: int = 5000,
+    seed: int = 0,
+    train_size: int | None = None,
+) -> PreparedData:
+    """Load, scale and split MNIST.
+
+    The validation split is carved, stratified and seeded, from the 60,000 training images; the
+    10,000 test images are left untouched. ``train_size`` keeps a stratified subset of the remaining
+    training images, for quick runs.
+    """
+    from sklearn.model_selection import train_test_split
+
+    (x_train, y_train), (x_test, y_test) = load_mnist(data_dir)
+    if val_size:
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_train, y_train, test_size=val_size, stratify=y_train, random_state=seed
+        )
+    else:
+        x_val, y_val = x_train[:0], y_train[:0]
+    if train_size:
+        keep = stratified_subset(y_train, train_size, seed)
+        x_train, y_train = x_train[keep], y_train[keep]
+    return PreparedData(
+        scale(x_train),
+        y_train.astype(np.int64),
+        scale(x_val),
+        y_val.astype(np.int64),
+        scale(x_test),
+        y_test.astype(np.int64),
+    )

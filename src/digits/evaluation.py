@@ -1,0 +1,89 @@
+"""Metrics for a classifier's predicted probabilities: accuracy, loss, R-squared, per-class report."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics
+
+CLASSES = list(range(10))
+
+
+def one_hot(y: np.ndarray, num_classes: int = 10) -> np.ndarray:
+    """Integer labels -> one-hot float matrix."""
+    return np.eye(num_classes, dtype=np.float32)[np.asarray(y)]
+
+
+def r_squared(y_true: np.ndarray, probabilities: np.ndarray) -> float:
+    """Coefficient of determination between one-hot labels and predicted probabilities.
+
+    sklearn's ``r2_score`` with the uniform average over the ten class columns: 1.0 for perfect,
+    confident predictions, 0.0 for always predicting each class's base rate.
+    """
+    return float(metrics.r2_score(one_hot(y_true), probabilities, multioutput="uniform_average"))
+
+
+def _check(y_true: np.ndarray, probabilities: np.ndarray) -> None:
+    if probabilities.ndim != 2 or probabilities.shape[1] != 10:
+        raise ValueError(f"expected probabilities of shape (N, 10), got {probabilities.shape}")
+    if len(y_true) != len(probabilities):
+        raise ValueError(f"{len(y_true)} labels but {len(probabilities)} predictions")
+
+
+def summary(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Accuracy, log loss and R-squared of predictions against labels."""
+    _check(y_true, probabilities)
+    return {
+        "accuracy": float(metrics.accuracy_score(y_true, probabilities.argmax(axis=1))),
+        "loss": float(metrics.log_loss(y_true, np.clip(probabilities, 1e-7, 1.0), labels=CLASSES)),
+        "r2": r_squared(y_true, probabilities),
+    }
+
+
+def report(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Per-class precision/recall/F1 and the confusion matrix."""
+    _check(y_true, probabilities)
+    predicted = probabilities.argmax(axis=1)
+    return {
+        "per_class": metrics.classification_report(
+            y_true, predicted, labels=CLASSES, output_dict=True, zero_division=0
+        ),
+        "confusion_matrix": metrics.confusion_matrix(y_true, predicted, labels=CLASSES).tolist(),
+    }
+
+
+def evaluate(classifier, data) -> dict:
+    """Train and test metrics of a classifier on prepared data, with the per-class test report."""
+    predict = classifier.predict_proba
+    train, test = summary(data.y_train, predict(data.x_train)), predict(data.x_test)
+    result = {
+        "model": classifier.name,
+        "train_accuracy": train["accuracy"],
+        "train_loss": train["loss"],
+        "train_r2": train["r2"],
+    }
+    result.update({f"test_{k}": v for k, v in summary(data.y_test, test).items()})
+    result.update(report(data.y_test, test))
+    result["test_probabilities"] = test
+    return result
+
+
+def format_text(result: dict) -> str:
+    """A human-readable block of the headline metrics and the per-class report."""
+    lines = [
+        f"model           {result['model']}",
+        f"train accuracy  {result['train_accuracy']:.4%}",
+        f"test accuracy   {result['test_accuracy']:.4%}",
+        f"test loss       {result['test_loss']:.4f}",
+        f"test R-squared  {result['test_r2']:.4f}",
+        "",
+        "class  precision  recall  f1-score  support",
+    ]
+    for c in CLASSES:
+        row = result["per_class"][str(c)]
+        lines.append(
+            f"{c:>5}  {row['precision']:>9.4f}  {row['recall']:>6.4f}  {row['f1-score']:>8.4f}"
+            f"  {int(row['support']):>7}"
+        )
+    lines += ["", "confusion matrix (rows: true digit, columns: predicted)"]
+    lines += [" ".join(f"{v:>5}" for v in row) for row in result["confusion_matrix"]]
+    return "\n".join(lines)

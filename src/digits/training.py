@@ -1,0 +1,270 @@
+"""Training a Keras model on MNIST, with per-epoch atomic checkpoints and resume.
+
+A run folder holds, when training ends: ``model.keras``, ``metrics.json``, ``history.csv``,
+``config.json``, ``logs/`` (TensorBoard) and the plots. While training, ``checkpoints/`` holds the
+last completed epoch; ``train(..., resume=True)`` continues from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from digits import DigitsError, evaluation, plots
+from digits import data as mnist
+from digits.models import MODELS, KerasClassifier, augmentation, build_model
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run. ``None`` means the model's own default (see ``digits models``)."""
+
+    model: str = "seed-cnn"
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    seed: int = 0
+    augment: bool = True
+    val_size: int = 5000
+    train_size: int | None = None
+    data_dir: str | None = None
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the model's defaults filled in and every value checked."""
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        spec = MODELS[self.model]
+        config = TrainConfig(**asdict(self))
+        config.epochs = spec.epochs if config.epochs is None else config.epochs
+        config.batch_size = spec.batch_size if config.batch_size is None else config.batch_size
+        if config.learning_rate is None:
+            config.learning_rate = spec.learning_rate
+        for name in ("epochs", "batch_size"):
+            if getattr(config, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+        if config.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {config.learning_rate}")
+        if config.train_size is not None and config.train_size < 10:
+            raise ValueError(f"train_size must be at least 10, got {config.train_size}")
+        if not 0 <= config.val_size < 60000:
+            raise ValueError(f"val_size must be between 0 and 59999, got {config.val_size}")
+        return config
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Rebuild a config from a run's config.json, ignoring the extra keys recorded there."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+class RunExists(DigitsError):
+    """The output folder already holds a run; refuse to overwrite it."""
+
+
+# ---------------------------------------------------------------------------- small file helpers
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a file so that a crash leaves either the old or the new contents, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, value) -> None:
+    _write_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    with open(path.with_name(path.name + ".tmp"), "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(path.with_name(path.name + ".tmp"), path)
+
+
+def _save_model_atomic(model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)  # Keras insists on the .keras suffix
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- the pieces of a run
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that decide a run's numbers."""
+    import sklearn
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
+
+
+def make_dataset(x, y, batch_size: int, shuffle: bool = False, augment: bool = False, seed: int = 0):
+    """A batched, prefetching tf.data pipeline; augmentation runs on the fly in parallel map calls."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment:
+        distort = augmentation(seed)
+        # Sequential map: parallel calls would draw from the random state in a varying order, and
+        # prefetch already overlaps augmentation with training.
+        ds = ds.map(lambda images, labels: (distort(images, training=True), labels))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
+    """Adam with a cosine learning-rate decay over the whole run, and the model's loss."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01
+    )
+    smoothing = MODELS[config.model].label_smoothing
+    loss = (
+        keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+        if smoothing
+        else keras.losses.SparseCategoricalCrossentropy()
+    )
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+
+
+def labels_for(config: TrainConfig, y: np.ndarray) -> np.ndarray:
+    """Integer labels, or one-hot where the loss (label smoothing) needs them."""
+    return evaluation.one_hot(y) if MODELS[config.model].label_smoothing else y
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch, save the model and the history, atomically."""
+
+    def __init__(self, folder: Path, history: list[dict]):
+        super().__init__()
+        self.folder, self.history = folder, history
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.started, 3)}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        self.history.append(row)
+        name = f"checkpoint-{epoch + 1:03d}.keras"
+        _save_model_atomic(self.model, self.folder / "checkpoints" / name)
+        # state.json names the newest complete checkpoint and is replaced only after that file
+        # exists, so a kill at any moment leaves a consistent pair.
+        state = {"epoch": epoch + 1, "checkpoint": name, "history": self.history}
+        _write_json(self.folder / "checkpoints" / "state.json", state)
+        _write_history(self.folder / "history.csv", self.history)
+        for old in (self.folder / "checkpoints").glob("checkpoint-*.keras"):
+            if old.name != name:
+                old.unlink()
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print) -> dict:
+    """Train (or resume) a run in ``out`` and return its metrics."""
+    out = Path(out)
+    state_file = out / "checkpoints" / "state.json"
+    if resume:
+        if not (out / "config.json").is_file():
+            raise FileNotFoundError(f"{out}: no config.json, so nothing to resume")
+        if (out / "metrics.json").is_file():
+            raise RunExists(f"{out}: this run already finished (metrics.json exists)")
+        saved = json.loads((out / "config.json").read_text())
+        config = TrainConfig.from_dict({**saved, "data_dir": config.data_dir or saved["data_dir"]})
+    elif out.exists() and any(out.iterdir()):
+        raise RunExists(f"{out}: folder is not empty; choose another --out, or --resume {out} to continue it")
+    config = config.resolved()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+
+    # 1. Data: verified, scaled, split.
+    data = mnist.prepare(config.data_dir, config.val_size, config.seed, config.train_size)
+    log(
+        f"data: {len(data.x_train)} train / {len(data.x_val)} validation / {len(data.x_test)} test"
+        f" images, checksums verified"
+    )
+    _write_json(
+        out / "config.json",
+        {**asdict(config), "versions": versions(), "data_sha256": mnist.SHA256},
+    )
+
+    # 2. Input pipelines.
+    keras.utils.set_random_seed(config.seed)
+    train_ds = make_dataset(
+        data.x_train,
+        labels_for(config, data.y_train),
+        config.batch_size,
+        shuffle=True,
+        augment=config.augment,
+        seed=config.seed,
+    )
+    val_ds = None
+    if len(data.x_val):
+        val_ds = make_dataset(data.x_val, labels_for(config, data.y_val), 1024)
+
+    # 3. Model: fresh, or the last checkpoint with its optimizer state.
+    history: list[dict] = []
+    initial_epoch = 0
+    if resume and state_file.is_file():
+        state = json.loads(state_file.read_text())
+        model = keras.models.load_model(out / "checkpoints" / state["checkpoint"])
+        history, initial_epoch = state["history"], state["epoch"]
+        log(f"resuming {out} after epoch {initial_epoch} of {config.epochs}")
+    else:
+        model = build_model(config.model)
+        compile_model(model, config, steps_per_epoch=int(np.ceil(len(data.x_train) / config.batch_size)))
+    log(f"model: {config.model}, {model.count_params():,} parameters")
+
+    # 4. Fit, one progress line per epoch (a bar within each epoch on a terminal).
+    if initial_epoch < config.epochs:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            verbose=1 if sys.stdout.isatty() else 2,
+            callbacks=[
+                EpochCheckpoint(out, history),
+                keras.callbacks.TensorBoard(str(out / "logs")),
+            ],
+        )
+    _save_model_atomic(model, out / "model.keras")
+
+    # 5. Evaluate on the training and test images, write metrics and plots.
+    result = evaluation.evaluate(KerasClassifier(out / "model.keras"), data)
+    probabilities = result.pop("test_probabilities")
+    metrics = {
+        "model": config.model,
+        "epochs": config.epochs,
+        **result,
+        "val_accuracy": history[-1].get("val_accuracy") if history else None,
+        "train_seconds": round(sum(row["seconds"] for row in history), 2),
+    }
+    plots.learning_curves(history, out / "learning_curves.png")
+    plots.confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png")
+    plots.misclassified(data.x_test, data.y_test, probabilities, out / "misclassified.png")
+    _write_json(out / "metrics.json", metrics)
+    for leftover in (out / "checkpoints").iterdir():
+        leftover.unlink()
+    (out / "checkpoints").rmdir()
+    return metrics

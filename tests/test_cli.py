@@ -1,0 +1,78 @@
+"""The command line: clear one-line errors for bad input, and the quick commands' output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digits.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_lists_the_seed_cnn_with_its_defaults(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "seed-cnn" in out and "15 epochs" in out
+
+
+def test_data_check_reports_missing_files_without_a_traceback(capsys, tmp_path):
+    code, out, _ = run(capsys, "data", "check", "--data-dir", str(tmp_path))
+    assert code == 1
+    assert out.count("ERROR") == 4 and "file not found" in out and "Traceback" not in out
+
+
+def test_data_check_verifies_the_real_files(capsys, mnist_dir):
+    code, out, _ = run(capsys, "data", "check", "--data-dir", str(mnist_dir))
+    assert code == 0 and out.count("  ok ") == 4 and "all four files verified" in out
+
+
+def test_train_without_data_is_a_one_line_error(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "r"))
+    assert code == 2
+    assert err.startswith("digits: error: ") and err.count("\n") == 1 and "DIGITS_DATA_DIR" in err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--learning-rate", "-1"], "learning_rate must be positive"),
+        (["--model", "nope"], "unknown model 'nope'"),
+    ],
+)
+def test_train_rejects_bad_settings_before_doing_any_work(capsys, tmp_path, flags, message):
+    out_dir = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--out", str(out_dir), *flags)
+    assert code == 2 and message in err
+    assert not out_dir.exists()
+
+
+def test_train_refuses_to_overwrite_a_folder_with_work_in_it(capsys, tmp_path):
+    (tmp_path / "model.keras").write_text("precious")
+    code, _, err = run(capsys, "train", "--out", str(tmp_path))
+    assert code == 2 and "not empty" in err and "--resume" in err
+    assert (tmp_path / "model.keras").read_text() == "precious"
+
+
+def test_resume_of_a_folder_that_is_no_run_is_an_error(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--resume", str(tmp_path))
+    assert code == 2 and "nothing to resume" in err
+
+
+def test_predict_and_evaluate_with_a_missing_model_are_errors(capsys, tmp_path):
+    code, _, err = run(capsys, "predict", str(tmp_path), "x.png")
+    assert code == 2 and "no model.keras or model.joblib" in err
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "m.keras"))
+    assert code == 2 and "no such model file" in err
+
+
+def test_bad_npy_input_is_rejected_with_its_shape(tmp_path):
+    from digits.preprocess import ImageError, load_image
+
+    np.save(tmp_path / "wrong.npy", np.zeros((5, 5)))
+    with pytest.raises(ImageError, match=r"expected a numeric 28x28 array.*\(5, 5\)"):
+        load_image(tmp_path / "wrong.npy")

@@ -1,0 +1,135 @@
+"""MNIST loading: IDX parsing, checksums, lookup order, and preparation on the real files."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+from conftest import write_idx
+
+from digits import data
+
+TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+# ---------------------------------------------------------------------------- IDX parsing (synthetic)
+
+
+def test_read_idx_round_trips_images_and_labels(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    assert np.array_equal(data.read_idx(write_idx(tmp_path / "i.gz", images)), images)
+    assert np.array_equal(data.read_idx(write_idx(tmp_path / "l.gz", labels)), labels)
+
+
+def test_read_idx_rejects_bad_magic(tmp_path):
+    path = write_idx(tmp_path / "bad.gz", np.zeros((2, 28, 28)), magic=0x00000D03)
+    with pytest.raises(data.DataError, match="bad magic number 0x00000d03"):
+        data.read_idx(path)
+
+
+def test_read_idx_rejects_data_shorter_than_header_says(tmp_path):
+    path = tmp_path / "short.gz"
+    write_idx(path, np.zeros((3, 28, 28)))
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-100]))
+    with pytest.raises(data.DataError, match=r"header says shape \(3, 28, 28\)"):
+        data.read_idx(path)
+
+
+def test_read_idx_rejects_trailing_bytes(tmp_path):
+    path = write_idx(tmp_path / "long.gz", np.zeros((2,)), extra=b"\x00")
+    with pytest.raises(data.DataError, match="file holds 3"):
+        data.read_idx(path)
+
+
+def test_read_idx_rejects_truncated_gzip(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28))
+    path = write_idx(tmp_path / "cut.gz", noise)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(data.DataError, match="not a readable gzip file"):
+        data.read_idx(path)
+
+
+# ---------------------------------------------------------------------------- lookup and checksums
+
+
+def test_missing_file_names_the_file_the_checksum_and_the_fix(tmp_path):
+    with pytest.raises(data.DataError) as excinfo:
+        data.locate("t10k-labels-idx1-ubyte.gz", tmp_path)
+    message = str(excinfo.value)
+    assert "t10k-labels-idx1-ubyte.gz" in message
+    assert data.SHA256["t10k-labels-idx1-ubyte.gz"] in message
+    assert data.ENV_VAR in message and "--data-dir" in message
+
+
+def test_corrupted_file_fails_its_checksum(tmp_path, mnist_dir):
+    name = "t10k-labels-idx1-ubyte.gz"
+    corrupted = bytearray((mnist_dir / name).read_bytes())
+    corrupted[100] ^= 0xFF
+    (tmp_path / name).write_bytes(bytes(corrupted))
+    with pytest.raises(data.DataError, match=f"checksum mismatch.*{data.SHA256[name]}"):
+        data.locate(name, tmp_path)
+
+
+def test_lookup_order_flag_then_environment_then_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
+    assert data.resolve_data_dir(tmp_path / "flag") == (tmp_path / "flag", False)
+    assert data.resolve_data_dir(None) == (tmp_path / "env", False)
+    monkeypatch.delenv(data.ENV_VAR)
+    assert data.resolve_data_dir(None) == (data.cache_dir(), True)
+
+
+def test_offline_download_says_what_to_set_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
+    # Port 9 on loopback refuses connections: the same failure as having no network.
+    monkeypatch.setattr(data, "MIRRORS", ("http://127.0.0.1:9/",))
+    with pytest.raises(data.DataError, match=f"offline\\? set {data.ENV_VAR}"):
+        data.locate("train-labels-idx1-ubyte.gz")
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_cache_files_are_verified_and_used_without_download(tmp_path, monkeypatch, mnist_dir):
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(data, "MIRRORS", ("http://127.0.0.1:9/",))
+    shutil.copy(mnist_dir / "t10k-labels-idx1-ubyte.gz", tmp_path)
+    assert data.locate("t10k-labels-idx1-ubyte.gz") == tmp_path / "t10k-labels-idx1-ubyte.gz"
+
+
+# ---------------------------------------------------------------------------- the real files
+
+
+def test_real_files_have_the_published_shapes_and_label_counts(mnist_dir):
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(mnist_dir)
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert x_train.dtype == np.uint8 and x_train.max() == 255
+    assert np.bincount(y_train).tolist() == TRAIN_COUNTS
+    assert np.bincount(y_test).tolist() == TEST_COUNTS
+
+
+def test_check_files_reports_all_four_ok(mnist_dir):
+    rows = data.check_files(mnist_dir)
+    assert [row["status"] for row in rows] == ["ok"] * 4
+    assert {row["file"] for row in rows} == set(data.SHA256)
+
+
+def test_prepare_scales_reshapes_and_splits_stratified_and_seeded(mnist_dir):
+    prepared = data.prepare(mnist_dir, val_size=5000, seed=0)
+    assert prepared.x_train.shape == (55000, 28, 28, 1) and prepared.x_val.shape == (5000, 28, 28, 1)
+    assert prepared.x_test.shape == (10000, 28, 28, 1) and prepared.x_train.dtype == np.float32
+    assert 0.0 == prepared.x_train.min() and prepared.x_train.max() == 1.0
+    # Stratified: each digit's share of the validation set matches its share of all 60,000.
+    expected = np.array(TRAIN_COUNTS) / 60000 * 5000
+    assert np.abs(np.bincount(prepared.y_val) - expected).max() <= 1
+    again = data.prepare(mnist_dir, val_size=5000, seed=0)
+    assert np.array_equal(again.y_val, prepared.y_val) and np.array_equal(again.x_val, prepared.x_val)
+    other = data.prepare(mnist_dir, val_size=5000, seed=1)
+    assert not np.array_equal(other.y_val, prepared.y_val)
+    subset = data.prepare(mnist_dir, val_size=5000, seed=0, train_size=1000)
+    assert len(subset.x_train) == 1000 and np.bincount(subset.y_train).min() >= 85
