@@ -65,7 +65,7 @@ def test_resume_of_a_folder_that_is_no_run_is_an_error(capsys, tmp_path):
 
 def test_predict_and_evaluate_with_a_missing_model_are_errors(capsys, tmp_path):
     code, _, err = run(capsys, "predict", str(tmp_path), "x.png")
-    assert code == 2 and "no model.keras or model.joblib" in err
+    assert code == 2 and "no model.keras, model.joblib, ensemble.json" in err
     code, _, err = run(capsys, "evaluate", str(tmp_path / "m.keras"))
     assert code == 2 and "no such model file" in err
 

@@ -69,9 +69,10 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         seed=args.seed,
-        augment=not args.no_augment,
+        augment="none" if args.no_augment else args.augment,
         train_size=args.train_size,
         data_dir=args.data_dir,
+        distribute=args.distribute,
     )
     if args.resume:
         out = Path(args.resume)
@@ -97,9 +98,11 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from digits import data, evaluation
-    from digits.models import load_classifier
+    from digits.models import ShiftTTA, load_classifier
 
     classifier = load_classifier(args.model)
+    if args.tta:
+        classifier = ShiftTTA(classifier)
     run_config = classifier.path.parent / "config.json"
     split = json.loads(run_config.read_text()) if run_config.is_file() else {}
     prepared = data.prepare(args.data_dir, split.get("val_size", 5000), split.get("seed", 0))
@@ -145,6 +148,59 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_serve(args) -> int:
+    from digits.server import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def cmd_baselines(args) -> int:
+    from digits.baselines import BASELINES, BaselineConfig, format_table, train_all, write_report
+
+    config = BaselineConfig(
+        models=args.models or list(BASELINES),
+        deskew=args.deskew,
+        train_size=args.train_size,
+        seed=args.seed,
+        data_dir=args.data_dir,
+    )
+    results = train_all(config, args.out)
+    written = write_report(results, args.out, args.cnn_runs)
+    if args.json:
+        _print_json(results)
+    else:
+        print(format_table(results))
+        print(f"saved to {args.out}/ (one folder per model, {', '.join(path.name for path in written)})")
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from digits.ensemble import build_ensemble
+
+    metrics = build_ensemble(args.members, args.out, data_dir=args.data_dir, tta=args.tta)
+    print(
+        f"{metrics['model']}\ntest accuracy {metrics['test_accuracy']:.4%}  test R-squared "
+        f"{metrics['test_r2']:.4f}\nsaved to {args.out}/"
+    )
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from digits.benchmark import run_benchmark
+
+    run_benchmark(
+        args.models, args.out, args.data_dir, args.seed, epochs=args.epochs, train_size=args.train_size
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -167,7 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, help="batch size (default: the model's)")
     train.add_argument("--learning-rate", type=float, help="peak learning rate (default: the model's)")
     train.add_argument("--seed", type=int, default=0, help="random seed for split, init and augmentation")
-    train.add_argument("--no-augment", action="store_true", help="train without data augmentation")
+    train.add_argument(
+        "--augment", choices=("none", "affine", "elastic"), help="augmentation recipe (default: the model's)"
+    )
+    train.add_argument("--no-augment", action="store_true", help="train without augmentation (--augment none)")
+    train.add_argument(
+        "--distribute",
+        choices=("mirrored",),
+        help="train with tf.distribute.MirroredStrategy (all GPUs, or two logical CPU devices)",
+    )
     train.add_argument("--train-size", type=int, help="train on a stratified subset of this many images")
     train.add_argument("--out", help="run folder to create (default: runs/MODEL-TIMESTAMP)")
     train.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its last checkpoint")
@@ -177,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="metrics of a trained model on MNIST")
     evaluate.add_argument("model", help="run folder, .keras or .joblib file")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument("--tta", action="store_true", help="average over the image and 1-pixel shifts")
     _add_data_dir(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -185,6 +250,56 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="PNG/JPEG files or 28x28 .npy arrays")
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
     predict.set_defaults(func=cmd_predict)
+
+    serve = commands.add_parser("serve", help="run the web app and JSON API")
+    serve.add_argument(
+        "--model", help="run folder, .keras or .joblib file (default: $DIGITS_MODEL, else the packaged model)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    serve.add_argument(
+        "--max-upload-mb", type=float, default=5.0, help="largest request body accepted, in MB (default: 5)"
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    serve.set_defaults(func=cmd_serve)
+
+    baselines = commands.add_parser("baselines", help="train and compare scikit-learn baselines")
+    baselines.add_argument(
+        "--models", nargs="+", metavar="NAME", help="logreg, knn, svm, rf and/or mlp (default: all)"
+    )
+    baselines.add_argument("--deskew", action="store_true", help="deskew the images first (all models)")
+    baselines.add_argument("--train-size", type=int, help="train on a stratified subset of this many images")
+    baselines.add_argument("--seed", type=int, default=0, help="random seed for the split and the models")
+    baselines.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    baselines.add_argument("--out", default="runs/baselines", help="output folder (default: runs/baselines)")
+    baselines.add_argument(
+        "--cnn-runs", default="runs", metavar="DIR", help="CNN run folders to compare with (default: runs)"
+    )
+    _add_data_dir(baselines)
+    baselines.set_defaults(func=cmd_baselines)
+
+    ensemble = commands.add_parser("ensemble", help="average the probabilities of trained models")
+    ensemble.add_argument("--members", nargs="+", required=True, metavar="DIR", help="trained run folders")
+    ensemble.add_argument("--out", required=True, help="folder for the ensemble and its metrics")
+    ensemble.add_argument("--tta", action="store_true", help="each member also averages over shifts")
+    _add_data_dir(ensemble)
+    ensemble.set_defaults(func=cmd_ensemble)
+
+    benchmark = commands.add_parser(
+        "benchmark", help="train the Keras reference and our models side by side, per-epoch test accuracy"
+    )
+    benchmark.add_argument(
+        "--models",
+        nargs="+",
+        default=["keras-example", "fast-cnn", "seed-cnn"],
+        help="models to train, each with its default recipe (default: keras-example fast-cnn seed-cnn)",
+    )
+    benchmark.add_argument("--out", default="runs/benchmark", help="folder for runs, table and plot")
+    benchmark.add_argument("--seed", type=int, default=0, help="random seed for every run")
+    benchmark.add_argument("--epochs", type=int, help="override every model's epochs (quick looks only)")
+    benchmark.add_argument("--train-size", type=int, help="train on a subset (quick looks only)")
+    _add_data_dir(benchmark)
+    benchmark.set_defaults(func=cmd_benchmark)
 
     return parser
 
@@ -196,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DigitsError, FileNotFoundError, ValueError) as exc:
+    except (DigitsError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"digits: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -44,6 +44,12 @@ def confusion_matrix(matrix: list[list[int]], path: Path, title: str = "Confusio
     plt.close(fig)
 
 
+def test_figures(metrics: dict, images: np.ndarray, y_true: np.ndarray, probabilities, folder: Path) -> None:
+    """The confusion matrix and the misclassified digits of a test evaluation, saved in ``folder``."""
+    confusion_matrix(metrics["confusion_matrix"], folder / "confusion_matrix.png")
+    misclassified(images, y_true, probabilities, folder / "misclassified.png")
+
+
 def misclassified(
     images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, path: Path, limit: int = 36
 ) -> None:
@@ -60,6 +66,59 @@ def misclassified(
         ax.imshow(images[i].squeeze(), cmap="gray_r")
         ax.set_title(f"{y_true[i]} -> {predicted[i]} ({probabilities[i, predicted[i]]:.0%})", fontsize=9)
     fig.suptitle(f"{len(np.flatnonzero(predicted != y_true))} misclassified test digits (true -> predicted)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def model_comparison(rows: list[dict], path: Path, title: str = "MNIST test set") -> None:
+    """Horizontal bars of test accuracy and training time per model, coloured by kind.
+
+    Each row has ``label``, ``kind`` (e.g. "scikit-learn" or "CNN"), ``test_accuracy`` and
+    ``train_seconds``.
+    """
+    labels = [row["label"] for row in rows]
+    accuracy = np.array([row["test_accuracy"] for row in rows]) * 100
+    seconds = np.array([row["train_seconds"] for row in rows], dtype=float)
+    kinds = list(dict.fromkeys(row["kind"] for row in rows))
+    colours = [f"C{kinds.index(row['kind'])}" for row in rows]
+    y = np.arange(len(rows))
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 1.2 + 0.45 * len(rows)), sharey=True)
+    left.barh(y, accuracy, color=colours)
+    # Everything scores 90-100%: start the axis near the worst model so the differences show.
+    left.set_xlim(max(0.0, np.floor(accuracy.min()) - 1), 100)
+    for i, value in enumerate(accuracy):
+        left.text(value, i, f" {value:.2f}%", va="center", fontsize=8)
+    left.set(yticks=y, yticklabels=labels, xlabel="test accuracy (%)", title="Accuracy")
+    right.barh(y, seconds, color=colours)
+    right.set_xscale("log")  # seconds for logistic regression, many minutes for the CNNs
+    for i, value in enumerate(seconds):
+        right.text(value, i, f" {value:.0f} s", va="center", fontsize=8)
+    right.set(xlabel="training time (s, log scale)", title="Training time")
+    right.set_xlim(right=seconds.max() * 8)
+    for ax in (left, right):
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    handles = [matplotlib.patches.Patch(color=f"C{i}", label=kind) for i, kind in enumerate(kinds)]
+    left.legend(handles=handles, loc="lower left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def accuracy_vs_seconds(rows: list[dict], path: Path, target: float = 0.99) -> None:
+    """Benchmark curves: test accuracy after each epoch against cumulative training seconds."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for row in rows:
+        curve = row["curve"]
+        ax.plot(curve["seconds"], np.array(curve["test_accuracy"]) * 100, "o-", label=row["model"])
+    ax.axhline(target * 100, color="gray", linestyle="--", linewidth=1, label=f"{target:.0%}")
+    ax.set(xlabel="training seconds", ylabel="test accuracy (%)", title="Test accuracy after each epoch")
+    ax.set_ylim(97.5, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

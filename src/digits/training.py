@@ -21,7 +21,7 @@ import numpy as np
 
 from digits import DigitsError, evaluation, plots
 from digits import data as mnist
-from digits.models import MODELS, KerasClassifier, augmentation, build_model
+from digits.models import AUGMENTATIONS, MODELS, KerasClassifier, augmentation, build_model
 
 
 @dataclass
@@ -33,10 +33,11 @@ class TrainConfig:
     batch_size: int | None = None
     learning_rate: float | None = None
     seed: int = 0
-    augment: bool = True
+    augment: str | None = None
     val_size: int = 5000
     train_size: int | None = None
     data_dir: str | None = None
+    distribute: str | None = None
 
     def resolved(self) -> TrainConfig:
         """A copy with the model's defaults filled in and every value checked."""
@@ -48,6 +49,13 @@ class TrainConfig:
         config.batch_size = spec.batch_size if config.batch_size is None else config.batch_size
         if config.learning_rate is None:
             config.learning_rate = spec.learning_rate
+        config.augment = spec.augment if config.augment is None else config.augment
+        if config.augment not in AUGMENTATIONS:
+            raise ValueError(
+                f"unknown augmentation {config.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}"
+            )
+        if config.distribute not in (None, "mirrored"):
+            raise ValueError(f"unknown distribution strategy {config.distribute!r}; the choice is: mirrored")
         for name in ("epochs", "batch_size"):
             if getattr(config, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
@@ -116,16 +124,16 @@ def versions() -> dict[str, str]:
     }
 
 
-def make_dataset(x, y, batch_size: int, shuffle: bool = False, augment: bool = False, seed: int = 0):
-    """A batched, prefetching tf.data pipeline; augmentation runs on the fly in parallel map calls."""
+def make_dataset(x, y, batch_size: int, shuffle: bool = False, augment: str = "none", seed: int = 0):
+    """A batched, prefetching tf.data pipeline; augmentation runs on the fly, overlapped with training."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    if augment:
-        distort = augmentation(seed)
+    if augment != "none":
+        distort = augmentation(augment, seed)
         # Sequential map: parallel calls would draw from the random state in a varying order, and
         # prefetch already overlaps augmentation with training.
         ds = ds.map(lambda images, labels: (distort(images, training=True), labels))
@@ -133,17 +141,55 @@ def make_dataset(x, y, batch_size: int, shuffle: bool = False, augment: bool = F
 
 
 def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
-    """Adam with a cosine learning-rate decay over the whole run, and the model's loss."""
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01
-    )
-    smoothing = MODELS[config.model].label_smoothing
+    """Adam with the model's learning-rate schedule, and its loss."""
+    spec = MODELS[config.model]
+    learning_rate = config.learning_rate
+    if spec.schedule == "cosine":
+        total = config.epochs * steps_per_epoch
+        warmup = min(int(spec.warmup_epochs * steps_per_epoch), total - 1)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate / 10 if warmup else config.learning_rate,
+            decay_steps=total - warmup,
+            alpha=0.01,
+            warmup_target=config.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
     loss = (
-        keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
-        if smoothing
+        keras.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing)
+        if spec.label_smoothing
         else keras.losses.SparseCategoricalCrossentropy()
     )
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+
+
+def strategy_for(config: TrainConfig):
+    """The tf.distribute strategy: MirroredStrategy over every GPU, or two logical CPUs without one.
+
+    Must run before TensorFlow starts its runtime, since logical devices cannot be added afterwards.
+    """
+    import tensorflow as tf
+
+    if config.distribute != "mirrored":
+        return tf.distribute.get_strategy()  # the default, single-device strategy
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        except RuntimeError:
+            pass  # the runtime already started (e.g. a second run in one process): use what exists
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def use_mixed_precision_on_gpu() -> bool:
+    """float16 compute on GPUs, where it is faster; CPUs stay in float32, where it is not."""
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        return True
+    return False
 
 
 def labels_for(config: TrainConfig, y: np.ndarray) -> np.ndarray:
@@ -180,8 +226,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
 # ---------------------------------------------------------------------------- the run
 
 
-def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print) -> dict:
-    """Train (or resume) a run in ``out`` and return its metrics."""
+def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print, callbacks=()) -> dict:
+    """Train (or resume) a run in ``out`` and return its metrics.
+
+    ``callbacks`` are extra Keras callbacks (the benchmark uses one to score each epoch).
+    """
     out = Path(out)
     state_file = out / "checkpoints" / "state.json"
     if resume:
@@ -196,6 +245,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print)
     config = config.resolved()
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
+    strategy = strategy_for(config)
+    if use_mixed_precision_on_gpu():
+        log("GPU found: training with mixed precision (float16 compute, float32 weights)")
 
     # 1. Data: verified, scaled, split.
     data = mnist.prepare(config.data_dir, config.val_size, config.seed, config.train_size)
@@ -222,18 +274,21 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print)
     if len(data.x_val):
         val_ds = make_dataset(data.x_val, labels_for(config, data.y_val), 1024)
 
-    # 3. Model: fresh, or the last checkpoint with its optimizer state.
+    # 3. Model: fresh, or the last checkpoint with its optimizer state; on every device of the strategy.
     history: list[dict] = []
     initial_epoch = 0
-    if resume and state_file.is_file():
-        state = json.loads(state_file.read_text())
-        model = keras.models.load_model(out / "checkpoints" / state["checkpoint"])
-        history, initial_epoch = state["history"], state["epoch"]
-        log(f"resuming {out} after epoch {initial_epoch} of {config.epochs}")
-    else:
-        model = build_model(config.model)
-        compile_model(model, config, steps_per_epoch=int(np.ceil(len(data.x_train) / config.batch_size)))
-    log(f"model: {config.model}, {model.count_params():,} parameters")
+    with strategy.scope():
+        if resume and state_file.is_file():
+            state = json.loads(state_file.read_text())
+            model = keras.models.load_model(out / "checkpoints" / state["checkpoint"])
+            history, initial_epoch = state["history"], state["epoch"]
+            log(f"resuming {out} after epoch {initial_epoch} of {config.epochs}")
+        else:
+            model = build_model(config.model)
+            steps = int(np.ceil(len(data.x_train) / config.batch_size))
+            compile_model(model, config, steps_per_epoch=steps)
+    devices = f" on {strategy.num_replicas_in_sync} devices" if config.distribute else ""
+    log(f"model: {config.model}, {model.count_params():,} parameters{devices}")
 
     # 4. Fit, one progress line per epoch (a bar within each epoch on a terminal).
     if initial_epoch < config.epochs:
@@ -246,6 +301,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print)
             callbacks=[
                 EpochCheckpoint(out, history),
                 keras.callbacks.TensorBoard(str(out / "logs")),
+                *callbacks,
             ],
         )
     _save_model_atomic(model, out / "model.keras")
@@ -261,8 +317,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print)
         "train_seconds": round(sum(row["seconds"] for row in history), 2),
     }
     plots.learning_curves(history, out / "learning_curves.png")
-    plots.confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png")
-    plots.misclassified(data.x_test, data.y_test, probabilities, out / "misclassified.png")
+    plots.test_figures(metrics, data.x_test, data.y_test, probabilities, out)
     _write_json(out / "metrics.json", metrics)
     for leftover in (out / "checkpoints").iterdir():
         leftover.unlink()

@@ -1,0 +1,130 @@
+"""Side-by-side benchmark: train the Keras reference and our models in one run on one machine.
+
+For every model: test accuracy after each epoch against cumulative training seconds, the seconds to
+first reach 99.0%, final accuracy and prediction throughput. Writes ``benchmark.json``,
+``benchmark.md`` and ``accuracy_vs_seconds.png`` into the output folder, one run folder per model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from digits import data as mnist
+from digits import plots
+from digits.models import KerasClassifier
+from digits.training import TrainConfig, train, versions
+
+TARGET = 0.99
+
+
+class TestAccuracyPerEpoch(keras.callbacks.Callback):
+    """Scores the test set after each epoch; runs after the epoch's seconds are recorded."""
+
+    def __init__(self, x_test: np.ndarray, y_test: np.ndarray):
+        super().__init__()
+        self.x_test, self.y_test, self.accuracy = x_test, y_test, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        predicted = self.model.predict(self.x_test, batch_size=1024, verbose=0).argmax(axis=1)
+        self.accuracy.append(float(np.mean(predicted == self.y_test)))
+
+
+def images_per_second(classifier, x: np.ndarray, repeats: int = 3) -> float:
+    """Best-of-``repeats`` batch prediction throughput over ``x``."""
+    classifier.predict_proba(x[:1024])  # warm-up: graph tracing is not throughput
+    best = min(_timed(classifier.predict_proba, x) for _ in range(repeats))
+    return len(x) / best
+
+
+def _timed(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+def run_benchmark(
+    models: list[str],
+    out: str | Path,
+    data_dir=None,
+    seed: int = 0,
+    epochs: int | None = None,
+    train_size: int | None = None,
+    log=print,
+) -> list[dict]:
+    """Train each model with its default recipe and write the comparison table and plot.
+
+    ``epochs`` and ``train_size`` override every model's recipe, for quick looks; leave them unset
+    for the real comparison.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (_, _), (x_test, y_test) = mnist.load_mnist(data_dir)
+    x_test = mnist.scale(x_test)
+    rows = []
+    for name in models:
+        log(f"== {name}")
+        scorer = TestAccuracyPerEpoch(x_test, y_test)
+        config = TrainConfig(model=name, seed=seed, data_dir=data_dir, epochs=epochs, train_size=train_size)
+        metrics = train(config, out / name, log=log, callbacks=[scorer])
+        seconds = np.cumsum(_epoch_seconds(out / name)).tolist()
+        reached = [s for s, acc in zip(seconds, scorer.accuracy, strict=True) if acc >= TARGET]
+        rows.append(
+            {
+                "model": name,
+                "epochs": metrics["epochs"],
+                "test_accuracy": metrics["test_accuracy"],
+                "test_r2": metrics["test_r2"],
+                "train_seconds": metrics["train_seconds"],
+                "seconds_to_99": reached[0] if reached else None,
+                "images_per_second": images_per_second(KerasClassifier(out / name / "model.keras"), x_test),
+                "curve": {"seconds": seconds, "test_accuracy": scorer.accuracy},
+            }
+        )
+        log(_row_text(rows[-1]))
+    machine = f"{platform.processor() or platform.machine()}, {versions()['machine']}"
+    (out / "benchmark.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    (out / "benchmark.md").write_text(markdown_table(rows, machine))
+    plots.accuracy_vs_seconds(rows, out / "accuracy_vs_seconds.png")
+    log(f"\n{markdown_table(rows, machine)}\nwritten to {out}/")
+    return rows
+
+
+def _epoch_seconds(run: Path) -> list[float]:
+    with open(run / "history.csv") as f:
+        return [float(row["seconds"]) for row in csv.DictReader(f)]
+
+
+def _row_text(row: dict) -> str:
+    to_99 = f"{row['seconds_to_99']:.1f} s" if row["seconds_to_99"] is not None else "never"
+    return (
+        f"{row['model']}: test accuracy {row['test_accuracy']:.2%} after {row['epochs']} epochs, "
+        f"{row['train_seconds']:.0f} s; 99.0% after {to_99}; {row['images_per_second']:,.0f} images/s"
+    )
+
+
+def markdown_table(rows: list[dict], machine: str) -> str:
+    """The benchmark as a Markdown table, with the per-epoch test accuracy curve of each model."""
+    lines = [
+        f"Machine: {machine}.",
+        "",
+        "| model | epochs | test accuracy | test R² | training s | s to 99.0% | predict images/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        to_99 = f"{row['seconds_to_99']:.1f}" if row["seconds_to_99"] is not None else "not reached"
+        lines.append(
+            f"| {row['model']} | {row['epochs']} | {row['test_accuracy']:.2%} | {row['test_r2']:.4f} "
+            f"| {row['train_seconds']:.1f} | {to_99} | {row['images_per_second']:,.0f} |"
+        )
+    lines += ["", "Test accuracy after each epoch (cumulative training seconds):", ""]
+    for row in rows:
+        points = zip(row["curve"]["seconds"], row["curve"]["test_accuracy"], strict=True)
+        lines.append(f"- {row['model']}: " + ", ".join(f"{a:.2%} ({s:.0f} s)" for s, a in points))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,35 @@
+"""Ensembles: average the probabilities of trained models, and evaluate the result like one model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from digits import data as mnist
+from digits import evaluation, plots
+from digits.models import EnsembleClassifier, ShiftTTA, load_classifier
+
+
+def build_ensemble(members: list[str], out: str | Path, data_dir=None, tta: bool = False) -> dict:
+    """Write an ensemble folder (``ensemble.json``, ``metrics.json``, plots) and return its metrics.
+
+    The folder then works wherever a model does: ``digits evaluate OUT``, ``digits predict OUT ...``.
+    """
+    out = Path(out)
+    if (out / "ensemble.json").exists():
+        raise FileExistsError(f"{out}: already holds an ensemble; choose another --out")
+    loaded = [load_classifier(member) for member in members]
+    classifier = EnsembleClassifier([ShiftTTA(m) if tta else m for m in loaded])
+    prepared = mnist.prepare(data_dir)
+    result = evaluation.evaluate(classifier, prepared)
+    probabilities = result.pop("test_probabilities")
+
+    out.mkdir(parents=True, exist_ok=True)
+    # Member paths are stored relative to the ensemble folder, so runs/ can be moved as a whole.
+    listed = [os.path.relpath(m.path, out) for m in loaded]
+    (out / "ensemble.json").write_text(json.dumps({"members": listed, "tta": tta}, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps({"model": "ensemble", "members": listed, "tta": tta}) + "\n")
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    plots.test_figures(result, prepared.x_test, prepared.y_test, probabilities, out)
+    return result

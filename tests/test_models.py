@@ -1,0 +1,124 @@
+"""The model zoo, augmentation, test-time augmentation, ensembles, benchmark and multi-device training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from digits.cli import main
+from digits.models import MODELS, ElasticDistortion, EnsembleClassifier, ShiftTTA, augmentation, build_model
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_maps_images_to_ten_probabilities(name):
+    model = build_model(name)
+    out = np.asarray(model(np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)))
+    assert out.shape == (3, 10)
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5) and (out >= 0).all()
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(ValueError, match="choose one of: seed-cnn, keras-example, fast-cnn"):
+        build_model("lenet")
+
+
+@pytest.mark.parametrize("kind", ["affine", "elastic"])
+def test_augmentation_distorts_but_keeps_shape_range_and_ink(kind):
+    images = np.zeros((8, 28, 28, 1), np.float32)
+    images[:, 6:22, 12:16] = 1.0  # a vertical bar, like a "1"
+    out = np.asarray(augmentation(kind, seed=1)(images, training=True))
+    assert out.shape == images.shape and out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
+    assert not np.allclose(out, images)
+    assert np.all(out.sum(axis=(1, 2, 3)) > 0.5 * images[0].sum())  # the digit is not pushed out
+
+
+def test_elastic_distortion_bends_a_straight_stroke():
+    images = np.zeros((16, 28, 28, 1), np.float32)
+    images[:, 4:24, 13:15] = 1.0
+    elastic = ElasticDistortion(seed=3)
+    bent = np.asarray(elastic(images, training=True))
+    # Column of the ink's centre in each row: a straight bar gives a constant, a bent one a spread.
+    rows = bent[:, 6:22, :, 0]
+    centres = (rows * np.arange(28)).sum(axis=2) / np.maximum(rows.sum(axis=2), 1e-6)
+    assert np.mean(np.std(centres, axis=1)) > 0.2
+
+
+def test_augmentation_rejects_unknown_recipes():
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
+        augmentation("mixup")
+
+
+class FixedClassifier:
+    """A stand-in model that returns given probabilities, to test how wrappers combine them."""
+
+    def __init__(self, name, fn):
+        self.name, self.path, self.fn, self.seen = name, None, fn, []
+
+    def predict_proba(self, x, batch_size=1024):
+        self.seen.append(x.copy())
+        return self.fn(x)
+
+
+def test_ensemble_averages_its_members_probabilities():
+    a = FixedClassifier("a", lambda x: np.tile(np.eye(10)[3], (len(x), 1)))
+    b = FixedClassifier("b", lambda x: np.tile(np.eye(10)[5], (len(x), 1)))
+    ensemble = EnsembleClassifier([a, b])
+    p = ensemble.predict_proba(np.zeros((2, 28, 28, 1)))
+    assert p.shape == (2, 10) and p[0, 3] == 0.5 and p[0, 5] == 0.5
+    assert ensemble.name == "ensemble(a, b)"
+    with pytest.raises(ValueError, match="at least one member"):
+        EnsembleClassifier([])
+
+
+def test_tta_averages_over_the_image_and_its_one_pixel_shifts():
+    inner = FixedClassifier("m", lambda x: np.tile(np.eye(10)[1], (len(x), 1)))
+    image = np.zeros((1, 28, 28, 1), np.float32)
+    image[0, 14, 14] = 1.0
+    p = ShiftTTA(inner).predict_proba(image)
+    assert np.allclose(p, np.eye(10)[1]) and ShiftTTA(inner).name == "m+tta"
+    lit = sorted(tuple(np.argwhere(x[0, :, :, 0])[0]) for x in inner.seen)
+    assert lit == [(13, 14), (14, 13), (14, 14), (14, 15), (15, 14)]
+
+
+@pytest.mark.slow
+def test_benchmark_ensemble_and_tta_end_to_end(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--models", "keras-example", "fast-cnn", "--epochs", "1", "--train-size", "3000"]
+    assert main([*argv, "--out", str(out), "--data-dir", str(mnist_dir)]) == 0
+    result = json.loads((out / "benchmark.json").read_text())
+    assert [row["model"] for row in result["rows"]] == ["keras-example", "fast-cnn"]
+    for row in result["rows"]:
+        assert len(row["curve"]["test_accuracy"]) == 1 and 0.8 < row["curve"]["test_accuracy"][0] <= 1
+        assert row["images_per_second"] > 0
+    assert "| fast-cnn | 1 |" in (out / "benchmark.md").read_text()
+    assert (out / "accuracy_vs_seconds.png").is_file()
+
+    members = [str(out / "keras-example"), str(out / "fast-cnn")]
+    ensemble = tmp_path / "ensemble"
+    assert (
+        main(["ensemble", "--members", *members, "--out", str(ensemble), "--data-dir", str(mnist_dir)]) == 0
+    )
+    metrics = json.loads((ensemble / "metrics.json").read_text())
+    singles = [json.loads((out / m / "metrics.json").read_text()) for m in ("keras-example", "fast-cnn")]
+    assert metrics["test_accuracy"] > 0.9 and metrics["model"].startswith("ensemble(")
+    capsys.readouterr()
+    assert main(["evaluate", str(ensemble), "--json", "--tta", "--data-dir", str(mnist_dir)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["model"].endswith("+tta") and evaluated["test_accuracy"] > 0.9
+    # Averaging two models should not be worse than the weaker of them.
+    assert metrics["test_accuracy"] >= min(s["test_accuracy"] for s in singles)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path, mnist_dir):
+    out = tmp_path / "mirrored"
+    command = [sys.executable, "-m", "digits.cli", "train", "--model", "fast-cnn", "--distribute", "mirrored"]
+    command += ["--epochs", "1", "--train-size", "2000", "--out", str(out), "--data-dir", str(mnist_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "on 2 devices" in done.stdout
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.8
