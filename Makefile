@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install
+.PHONY: run test lint install default-model
 
 $(BIN)/.installed: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,9 @@ lint: install
 ## make test: set up with the dev extras, lint, run the tests
 test: lint
 	$(BIN)/python -m pytest
+
+## make default-model: retrain the small model shipped in src/digits/default_model (serve, predict)
+default-model: install
+	$(BIN)/digits train --model fast-cnn --epochs 12 --augment affine --out runs/default-model
+	cp runs/default-model/model.keras runs/default-model/metrics.json runs/default-model/config.json \
+		src/digits/default_model/

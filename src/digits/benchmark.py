@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def run_benchmark(
             }
         )
         log(_row_text(rows[-1]))
-    machine = f"{platform.processor() or platform.machine()}, {versions()['machine']}"
+    machine = versions()["machine"]
     (out / "benchmark.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     (out / "benchmark.md").write_text(markdown_table(rows, machine))
     plots.accuracy_vs_seconds(rows, out / "accuracy_vs_seconds.png")

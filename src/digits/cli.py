@@ -157,6 +157,7 @@ def cmd_serve(args) -> int:
         port=args.port,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         access_log=args.access_log,
+        workers=args.workers,
     )
     return 0
 
@@ -226,11 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--augment", choices=("none", "affine", "elastic"), help="augmentation recipe (default: the model's)"
     )
-    train.add_argument("--no-augment", action="store_true", help="train without augmentation (--augment none)")
+    train.add_argument(
+        "--no-augment", action="store_true", help="train without augmentation (--augment none)"
+    )
     train.add_argument(
         "--distribute",
-        choices=("mirrored",),
-        help="train with tf.distribute.MirroredStrategy (all GPUs, or two logical CPU devices)",
+        choices=("mirrored", "multi-worker"),
+        help="tf.distribute: mirrored (all GPUs, or 2 logical CPUs) or multi-worker (machines in TF_CONFIG)",
     )
     train.add_argument("--train-size", type=int, help="train on a stratified subset of this many images")
     train.add_argument("--out", help="run folder to create (default: runs/MODEL-TIMESTAMP)")
@@ -259,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     serve.add_argument(
         "--max-upload-mb", type=float, default=5.0, help="largest request body accepted, in MB (default: 5)"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes, each with its own model (default: 1)"
     )
     serve.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     serve.set_defaults(func=cmd_serve)

@@ -31,104 +31,6 @@ class ModelSpec:
     augment: str = "affine"
 
 
-AUGMENTATIONS = ("none", "affine", "elastic")
-
-
-def augmentation(kind: str = "affine", seed: int = 0):
-    """Random distortions of the kind handwriting has, as Keras preprocessing layers.
-
-    "affine": small rotations, shifts and zooms; "elastic": the same plus elastic distortions, the
-    classic trick for MNIST (Simard et al., 2003).
-    """
-    import keras
-    from keras import layers
-
-    if kind not in AUGMENTATIONS[1:]:
-        raise ValueError(f"unknown augmentation {kind!r}; choose one of: {', '.join(AUGMENTATIONS)}")
-    # Empty pixels outside the digit are black (0), as in MNIST.
-    fill = dict(fill_mode="constant", fill_value=0.0)
-    steps = [
-        layers.RandomRotation(10 / 360, seed=seed, **fill),
-        layers.RandomTranslation(0.1, 0.1, seed=seed + 1, **fill),
-        layers.RandomZoom(0.1, seed=seed + 2, **fill),
-    ]
-    if kind == "elastic":
-        steps.append(ElasticDistortion(seed=seed + 3))
-    return keras.Sequential(steps, name=f"{kind}_augmentation")
-
-
-def _elastic_layer_class():
-    import keras
-    from keras import ops
-
-    class ElasticDistortion(keras.layers.Layer):
-        """Random elastic distortion (Simard et al., 2003): smooth random displacement fields.
-
-        Keras' own RandomElasticTransform draws both displacement directions from one seed and ties
-        their size to their smoothness; this layer keeps the two apart, and warps a whole batch at once.
-        ``alpha`` is the displacement scale in pixels per unit of smoothed noise, ``sigma`` the smoothness.
-        """
-
-        def __init__(self, alpha: float = 34.0, sigma: float = 4.0, seed: int | None = None, **kwargs):
-            super().__init__(**kwargs)
-            self.alpha, self.sigma, self.seed = alpha, sigma, seed
-            self.seed_generator = keras.random.SeedGenerator(seed)
-            radius = int(3 * sigma)
-            g = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-            self.kernel = (g / g.sum()).astype("float32")
-
-        def _smooth(self, noise):
-            # Separable Gaussian blur of (B, H, W, 2) fields, as two depthwise convolutions.
-            k = len(self.kernel)
-            rows = np.tile(self.kernel.reshape(k, 1, 1, 1), (1, 1, 2, 1))
-            cols = np.tile(self.kernel.reshape(1, k, 1, 1), (1, 1, 2, 1))
-            noise = ops.depthwise_conv(noise, rows, padding="same")
-            return ops.depthwise_conv(noise, cols, padding="same")
-
-        def call(self, images, training=True):
-            if not training:
-                return images
-            shape = ops.shape(images)
-            batch, height, width = shape[0], shape[1], shape[2]
-            # Uniform noise in [-1, 1], as in the paper, smoothed, then scaled to pixels.
-            noise = keras.random.uniform((batch, height, width, 2), -1.0, 1.0, seed=self.seed_generator)
-            displacement = self.alpha * self._smooth(noise)
-            ys, xs = ops.meshgrid(
-                ops.arange(height, dtype="float32"), ops.arange(width, dtype="float32"), indexing="ij"
-            )
-            y = ops.clip(ys[None] + displacement[..., 0], 0.0, ops.cast(height - 1, "float32"))
-            x = ops.clip(xs[None] + displacement[..., 1], 0.0, ops.cast(width - 1, "float32"))
-            return _bilinear(images, y, x)
-
-        def get_config(self):
-            return {**super().get_config(), "alpha": self.alpha, "sigma": self.sigma, "seed": self.seed}
-
-    def _bilinear(images, y, x):
-        """Sample (B, H, W, C) images at fractional (B, H, W) coordinates."""
-        shape = ops.shape(images)
-        batch, height, width = shape[0], shape[1], shape[2]
-        y0, x0 = ops.floor(y), ops.floor(x)
-        wy, wx = (y - y0)[..., None], (x - x0)[..., None]
-        y0, x0 = ops.cast(y0, "int32"), ops.cast(x0, "int32")
-        y1, x1 = ops.minimum(y0 + 1, height - 1), ops.minimum(x0 + 1, width - 1)
-        flat = ops.reshape(images, (-1, shape[3]))
-        base = (ops.arange(batch, dtype="int32") * height * width)[:, None, None]
-
-        def at(yy, xx):
-            return ops.take(flat, base + yy * width + xx, axis=0)
-
-        top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
-        bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
-        return top * (1 - wy) + bottom * wy
-
-    return ElasticDistortion
-
-
-def ElasticDistortion(**kwargs):  # noqa: N802 - stands in for the class, built on first use
-    """A random elastic distortion layer (see ``_elastic_layer_class``)."""
-    return _elastic_layer_class()(**kwargs)
-
-
 def _classifier_head(x):
     """Ten softmax outputs, kept in float32 so mixed precision on GPUs stays numerically safe."""
     from keras import layers
@@ -187,15 +89,18 @@ def keras_example():
 
 
 def fast_cnn():
-    """Time-to-accuracy on a CPU: as cheap per image as the Keras example, but batch-normalised."""
+    """Time-to-accuracy on a CPU: strided convolutions shrink the image early, batch norm trains fast.
+
+    Conv 5x5/2 (14x14) -> Conv 3x3/2 (7x7) -> Conv 3x3 (5x5) -> Dense: about the Keras example's cost
+    per image, but three batch-normalised convolutions reach 99% in far fewer steps.
+    """
     import keras
     from keras import layers
 
     inputs = keras.Input(shape=(28, 28, 1))
-    x = _conv_bn_relu(inputs, 32, padding="valid")
-    x = layers.MaxPooling2D()(x)
-    x = _conv_bn_relu(x, 64, padding="valid")
-    x = layers.MaxPooling2D()(x)
+    x = _conv_bn_relu(inputs, 32, kernel=5, strides=2)
+    x = _conv_bn_relu(x, 64, strides=2)
+    x = _conv_bn_relu(x, 128, padding="valid")
     x = layers.Flatten()(x)
     return keras.Model(inputs, _classifier_head(x), name="fast_cnn")
 
@@ -213,7 +118,7 @@ def _residual_block(x, filters: int):
 
 
 def resnet():
-    """A small residual network for 28x28 inputs: stem, then residual stages at 14x14 and 7x7."""
+    """A small residual network for 28x28 inputs: stem, then one residual block at 14x14 and at 7x7."""
     import keras
     from keras import layers
 
@@ -221,9 +126,7 @@ def resnet():
     x = _conv_bn_relu(inputs, 32)
     x = layers.MaxPooling2D()(x)  # 14x14
     x = _residual_block(x, 48)
-    x = _residual_block(x, 48)
     x = layers.MaxPooling2D()(x)  # 7x7
-    x = _residual_block(x, 96)
     x = _residual_block(x, 96)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(0.3)(x)
@@ -280,18 +183,18 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "fast-cnn": ModelSpec(
         fast_cnn,
-        "batch-normalised CNN built for time to 99% on a CPU (one-cycle schedule, label smoothing)",
+        "strided, batch-normalised CNN built for time to 99% on a CPU (one-cycle, label smoothing)",
         epochs=2,
-        batch_size=256,
-        learning_rate=4e-3,
+        batch_size=128,
+        learning_rate=3e-3,
         warmup_epochs=0.3,
         label_smoothing=0.1,
         augment="none",
     ),
     "resnet": ModelSpec(
         resnet,
-        "small residual network (stem + 4 residual blocks, 48/96 channels), elastic augmentation",
-        epochs=20,
+        "small residual network (stem + 2 residual blocks, 48/96 channels), elastic augmentation",
+        epochs=15,
         batch_size=128,
         learning_rate=3e-3,
         warmup_epochs=1.0,
@@ -301,7 +204,7 @@ MODELS: dict[str, ModelSpec] = {
     "densenet": ModelSpec(
         densenet,
         "small densely connected network (two dense blocks, growth 16/24), elastic augmentation",
-        epochs=20,
+        epochs=15,
         batch_size=128,
         learning_rate=3e-3,
         warmup_epochs=1.0,

@@ -58,7 +58,7 @@ class NoDigitError(ImageError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A decoded image: grayscale pixels (0 black, 1 white, longer side at most ``WORK_SIDE``)."""
+    """A decoded image: uint8 grayscale pixels, longer side reduced to at most ``WORK_SIDE``."""
 
     gray: np.ndarray
     width: int
@@ -120,7 +120,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
                 # Decode big JPEGs at a reduced scale straight away: much faster, same result.
                 image.draft(image.mode, (WORK_SIDE, WORK_SIDE))
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # phones record rotation in EXIF
             gray = _to_gray(image)
         except ImageError:
             raise
@@ -131,8 +131,19 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     return DecodedImage(gray, width, height, fmt)
 
 
+def peek_pixels(data: bytes) -> int:
+    """The pixel count an image's header declares (0 if it has no readable header); decodes nothing."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            return image.width * image.height
+    except Exception:  # noqa: BLE001 - decode_image will say what is wrong with it
+        return 0
+
+
 def _to_gray(image) -> np.ndarray:
-    """A loaded Pillow image of any mode -> float32 grayscale in [0, 1], reduced to ``WORK_SIDE``."""
+    """A loaded Pillow image of any mode -> uint8 grayscale, reduced to ``WORK_SIDE``."""
     from PIL import Image
 
     mode = image.mode
@@ -140,10 +151,10 @@ def _to_gray(image) -> np.ndarray:
         # 16-bit and 32-bit images: scale by the range their values actually use (8 or 16 bit).
         values = np.asarray(image, dtype=np.float32)
         top = 1.0 if mode == "F" and values.max() <= 1.0 else 255.0 if values.max() <= 255 else 65535.0
-        gray = np.clip(values / top, 0.0, 1.0)
-        return _reduce(Image.fromarray(gray, "F"))
+        gray = np.clip(values * (255.0 / top), 0.0, 255.0).round().astype(np.uint8)
+        return _reduce(Image.fromarray(gray, "L"))
     if "A" in mode or "a" in mode or "transparency" in image.info:
-        return _composite(image.convert("RGBA").convert("LA"))
+        return _composite(image if mode in ("RGBA", "LA") else image.convert("RGBA"))
     try:
         luminance = image.convert("L")
     except ValueError as exc:
@@ -152,92 +163,115 @@ def _to_gray(image) -> np.ndarray:
 
 
 def _composite(image) -> np.ndarray:
-    """Flatten a transparent image onto paper of the colour that makes its visible marks stand out."""
+    """Flatten an RGBA or LA image onto paper of the colour that makes its visible marks stand out."""
+    if image.getchannel("A").getextrema()[0] == 255:
+        # Fully opaque, like every PNG a browser canvas makes: the alpha channel changes nothing.
+        return _reduce(image.convert("L"))
+    image = image.convert("LA") if image.mode != "LA" else image
     factor = _factor(image.size)
     if factor > 1:
         image = image.reduce(factor)
-    la = np.asarray(image, dtype=np.float32)
-    luminance, alpha = la[..., 0] / 255.0, la[..., 1] / 255.0
+    la = np.asarray(image, dtype=np.float32) / 255.0
+    luminance, alpha = la[..., 0], la[..., 1]
     visible = alpha > 0.5
     # Mostly transparent: the visible part is the ink. Light ink goes on black, dark ink on white.
     # Mostly opaque: an ordinary picture with an alpha channel, so the usual white backing.
     paper = 1.0
     if visible.mean() < 0.5 and visible.any() and luminance[visible].mean() > 0.5:
         paper = 0.0
-    return (luminance * alpha + paper * (1.0 - alpha)).astype(np.float32)
+    return np.round((luminance * alpha + paper * (1.0 - alpha)) * 255).astype(np.uint8)
 
 
-def _factor(size: tuple[int, int]) -> int:
-    return -(-max(size) // WORK_SIDE)
+def _factor(size: tuple[int, ...], side: int = WORK_SIDE) -> int:
+    """The smallest integer reduction that brings the longer side down to ``side``."""
+    return -(-max(size) // side)
 
 
-def _reduce(image) -> np.ndarray:
-    """Box-average a single-channel image down to ``WORK_SIDE``; return it as float32 in [0, 1]."""
-    factor = _factor(image.size)
-    if factor > 1:
-        image = image.reduce(factor)
-    gray = np.asarray(image, dtype=np.float32)
-    return gray if image.mode == "F" else gray / 255.0
+def _reduce(image, side: int = WORK_SIDE) -> np.ndarray:
+    """Box-average a Pillow image down to ``side`` (its longer side) and return its pixels."""
+    factor = _factor(image.size, side)
+    return np.asarray(image.reduce(factor) if factor > 1 else image)
 
 
 # ---------------------------------------------------------------------------- normalisation
 
+# Ink is found on a copy reduced to this longer side (fast: ~16k pixels), then each digit is cut
+# from the full-resolution image. Numbers need more room, one digit next to the other.
+_COARSE_SIDE = 128
+_COARSE_SIDE_NUMBER = 512
+# Each digit crop is reduced to at most this side before its strokes are measured: 4x the 20-pixel box.
+_FINE_SIDE = 80
+
 
 @dataclass(frozen=True)
 class _Ink:
-    """Where the ink is: ink strength (0 paper .. 1 ink), the labelled components, the kept ones."""
+    """Where the ink is, found on a reduced copy of the image (``factor`` times smaller)."""
 
-    strength: np.ndarray
-    labels: np.ndarray
-    marks: list[int]
-    slices: list[tuple[slice, slice]]
+    gray: np.ndarray  # the full-resolution image, uint8
+    dark_ink: bool  # True for dark ink on light paper (to be inverted)
+    paper: float  # the paper's level and the ink's full level, on the 0-255 ink scale
+    full: float
+    factor: int
+    labels: np.ndarray  # connected components of the reduced copy
+    marks: list[int]  # the components that are not specks
+    slices: list[tuple[slice, slice]]  # their boxes in the reduced copy
 
 
-def _find_ink(gray: np.ndarray) -> _Ink:
-    """Fix polarity, denoise, threshold and find the marks (connected components) that are not specks."""
-    gray = np.asarray(gray, dtype=np.float32)
+def _as_bytes(gray: np.ndarray) -> np.ndarray:
+    """uint8 images pass through; float images in [0, 1] are scaled to bytes."""
+    gray = np.asarray(gray)
+    if gray.dtype == np.uint8:
+        return gray
+    return np.round(np.clip(gray.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
+    """Threshold, fix polarity and find the marks (connected components) that are not specks."""
+    from PIL import Image
+
+    gray = _as_bytes(gray)
     if gray.ndim != 2 or min(gray.shape) < 2:
         raise NoDigitError("no digit found: the image is too small")
-    if min(gray.shape) >= 64:
-        # Large photos and scans carry sensor and JPEG noise; a light blur removes it before thresholding.
-        gray = ndimage.gaussian_filter(gray, 1.0)
-    light = gray > _otsu(gray)
+    factor = _factor(gray.shape, coarse_side)
+    # Box-averaging the reduced copy also removes sensor and JPEG noise before thresholding.
+    coarse = np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
+    hist = np.bincount(coarse.ravel(), minlength=256).astype(np.float64)
+    threshold = _otsu(hist)
+    light = coarse > threshold
     # Polarity: the paper is whatever most of the border is. MNIST wants light ink on black.
     border = np.concatenate([light[0], light[-1], light[1:-1, 0], light[1:-1, -1]])
-    if border.mean() > 0.5:
-        ink, mask = 1.0 - gray, ~light
-    else:
-        ink, mask = gray, light
-    if mask.all() or not mask.any():
+    dark_ink = bool(border.mean() > 0.5)
+    mask = ~light if dark_ink else light
+    levels = np.arange(256, dtype=np.float64)
+    if dark_ink:
+        hist, levels = hist[::-1], 255.0 - levels[::-1]
+        threshold = 255 - threshold - 1
+    ink_hist, paper_hist = hist[levels > threshold], hist[levels <= threshold]
+    if not ink_hist.sum() or not paper_hist.sum():
         raise NoDigitError()
-    paper, full = float(ink[~mask].mean()), float(np.median(ink[mask]))
-    if full - paper < _MIN_CONTRAST:
+    paper = float((paper_hist * levels[levels <= threshold]).sum() / paper_hist.sum())
+    ink_levels = levels[levels > threshold]
+    full = float(ink_levels[np.searchsorted(np.cumsum(ink_hist), ink_hist.sum() / 2)])
+    if full - paper < 255 * _MIN_CONTRAST:
         raise NoDigitError()
-    strength = np.clip((ink - paper) / (full - paper), 0.0, 1.0)
 
     labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
     areas = np.bincount(labels.ravel(), minlength=count + 1)
     areas[0] = 0
     marks = [int(i) for i in np.flatnonzero(areas >= _MIN_MARK_FRACTION * areas.max())]
-    if not marks:
-        raise NoDigitError()
     slices = ndimage.find_objects(labels)
-    return _Ink(strength, labels, marks, [slices[i - 1] for i in marks])
+    return _Ink(gray, dark_ink, paper, full, factor, labels, marks, [slices[i - 1] for i in marks])
 
 
-def _otsu(gray: np.ndarray) -> float:
-    """Otsu's threshold: the grey level that best splits the pixels into two classes."""
-    hist, edges = np.histogram(gray, bins=256, range=(0.0, 1.0))
-    hist = hist.astype(np.float64)
-    levels = (edges[:-1] + edges[1:]) / 2
+def _otsu(hist: np.ndarray) -> int:
+    """Otsu's threshold for a 256-bin histogram: the level that best splits it into two classes."""
+    levels = np.arange(256, dtype=np.float64)
     weight = np.cumsum(hist)
     total = weight[-1]
     mean = np.cumsum(hist * levels)
-    between = (mean[-1] * weight - mean * total) ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        between /= weight * (total - weight)
-    between = np.nan_to_num(between, nan=0.0, posinf=0.0)
-    return float(levels[int(np.argmax(between))])
+        between = (mean[-1] * weight - mean * total) ** 2 / (weight * (total - weight))
+    return int(np.argmax(np.nan_to_num(between, nan=0.0, posinf=0.0)))
 
 
 def _union(slices: list[tuple[slice, slice]]) -> tuple[slice, slice]:
@@ -247,43 +281,70 @@ def _union(slices: list[tuple[slice, slice]]) -> tuple[slice, slice]:
     )
 
 
-def _to_mnist(ink: _Ink, marks: list[int], box: tuple[slice, slice]) -> np.ndarray:
-    """Crop the given marks, scale the longer side to 20 px, centre by mass in 28x28 (MNIST's recipe)."""
+def _cut(ink: _Ink, marks: list[int], box: tuple[slice, slice]) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The ink strength (0..1) of the given marks, cut from the full-resolution image, tightly cropped."""
+    f, (height, width) = ink.factor, ink.labels.shape
+    # One coarse pixel of margin keeps the anti-aliased edges of the strokes.
+    rows = slice(max(box[0].start - 1, 0), min(box[0].stop + 1, height))
+    cols = slice(max(box[1].start - 1, 0), min(box[1].stop + 1, width))
+    labels = ink.labels[rows, cols]
+    own = labels == marks[0] if len(marks) == 1 else np.isin(labels, marks)
+    own = ndimage.binary_dilation(own, structure=_EIGHT_CONNECTED)
+    fine_rows = slice(rows.start * f, min(rows.stop * f, ink.gray.shape[0]))
+    fine_cols = slice(cols.start * f, min(cols.stop * f, ink.gray.shape[1]))
+    crop = ink.gray[fine_rows, fine_cols].astype(np.float32)
+    if ink.dark_ink:
+        crop = 255.0 - crop
+    strength = np.clip((crop - ink.paper) / (ink.full - ink.paper), 0.0, 1.0)
+    if f > 1:
+        own = np.repeat(np.repeat(own, f, axis=0), f, axis=1)[: crop.shape[0], : crop.shape[1]]
+    strength[~own] = 0.0
+    inked_rows = np.flatnonzero((strength > 0.5).any(axis=1))
+    inked_cols = np.flatnonzero((strength > 0.5).any(axis=0))
+    if not inked_rows.size:
+        raise NoDigitError()
+    tight = (slice(inked_rows[0], inked_rows[-1] + 1), slice(inked_cols[0], inked_cols[-1] + 1))
+    original = (
+        slice(fine_rows.start + tight[0].start, fine_rows.start + tight[0].stop),
+        slice(fine_cols.start + tight[1].start, fine_cols.start + tight[1].stop),
+    )
+    return strength[tight], original
+
+
+def _to_mnist(strength: np.ndarray) -> np.ndarray:
+    """Scale a tight crop's longer side to 20 px and centre its mass in 28x28: MNIST's recipe."""
     from PIL import Image
 
-    rows, cols = box
-    # A one-pixel margin keeps the anti-aliased edges of the strokes.
-    rows = slice(max(rows.start - 1, 0), rows.stop + 1)
-    cols = slice(max(cols.start - 1, 0), cols.stop + 1)
-    own = np.isin(ink.labels[rows, cols], marks)
-    near = ndimage.binary_dilation(own, structure=_EIGHT_CONNECTED)
-    crop = np.where(near, ink.strength[rows, cols], 0.0).astype(np.float32)
-
-    inner_h, inner_w = box[0].stop - box[0].start, box[1].stop - box[1].start
-    scale = 20.0 / max(inner_h, inner_w)
+    reduction = _factor(strength.shape, _FINE_SIDE)
+    image = Image.fromarray(strength.astype(np.float32), "F")
+    inked = strength > 0.5
+    if reduction > 1:
+        image = image.reduce(reduction)
+        inked = _block_any(inked, reduction)[: image.size[1], : image.size[0]]
+    crop = np.asarray(image, dtype=np.float32)
+    scale = 20.0 / max(crop.shape)
     # Stroke width ~ 2 x area / perimeter. Thin pen strokes in a big photo would shrink to a faint
     # hairline at 20 px, unlike anything in MNIST: thicken them to MNIST's typical width first.
-    perimeter = np.count_nonzero(own & ~ndimage.binary_erosion(own, structure=_EIGHT_CONNECTED))
-    stroke = 2.0 * np.count_nonzero(own) / max(perimeter, 1)
+    perimeter = np.count_nonzero(inked & ~ndimage.binary_erosion(inked, structure=_EIGHT_CONNECTED))
+    stroke = 2.0 * np.count_nonzero(inked) / max(perimeter, 1)
     if stroke * scale < 0.6 * _MNIST_STROKE:
         grow = (_MNIST_STROKE / scale - stroke) / 2
-        own = ndimage.distance_transform_edt(~own) <= grow
-        crop = np.maximum(crop, own.astype(np.float32))
+        margin = int(np.ceil(grow))
+        crop = np.pad(crop, margin)
+        thick = ndimage.distance_transform_edt(~np.pad(inked, margin)) <= grow
+        crop = np.maximum(crop, thick.astype(np.float32))
+        image = Image.fromarray(crop, "F")
+        scale = 20.0 / max(crop.shape)
 
-    height = max(1, round(crop.shape[0] * scale))
-    width = max(1, round(crop.shape[1] * scale))
-    shrinking = scale < 1
-    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    small = np.asarray(Image.fromarray(crop, "F").resize((width, height), resample), dtype=np.float32)
-    small = np.clip(small, 0.0, 1.0)
-    if small.max() > 0:
-        small /= small.max()
-    height, width = min(height, 28), min(width, 28)
-    small = small[:height, :width]
+    height = min(28, max(1, round(crop.shape[0] * scale)))
+    width = min(28, max(1, round(crop.shape[1] * scale)))
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    small = np.clip(np.asarray(image.resize((width, height), resample), dtype=np.float32), 0.0, 1.0)
+    if small.max() <= 0:
+        raise NoDigitError()
+    small /= small.max()
 
     centre_y, centre_x = ndimage.center_of_mass(small)
-    if not np.isfinite(centre_y):
-        raise NoDigitError()
     # MNIST's centres of mass sit at (14, 14) in pixel-index coordinates.
     top = int(np.clip(round(14 - centre_y), 0, 28 - height))
     left = int(np.clip(round(14 - centre_x), 0, 28 - width))
@@ -293,15 +354,24 @@ def _to_mnist(ink: _Ink, marks: list[int], box: tuple[slice, slice]) -> np.ndarr
     return np.round(out * 255) / np.float32(255)
 
 
-def normalise(gray: np.ndarray) -> np.ndarray:
-    """An arbitrary grayscale image (0 black .. 1 white, either polarity) -> MNIST-style (28, 28).
+def _block_any(mask: np.ndarray, size: int) -> np.ndarray:
+    """Reduce a boolean mask by ``size``: a block is set if any of its pixels is (so thin lines survive)."""
+    height, width = -(-mask.shape[0] // size) * size, -(-mask.shape[1] // size) * size
+    padded = np.zeros((height, width), dtype=bool)
+    padded[: mask.shape[0], : mask.shape[1]] = mask
+    return padded.reshape(height // size, size, width // size, size).any(axis=(1, 3))
 
-    Fixes polarity, removes noise and specks, crops to the ink, scales the longer side to 20 pixels
-    keeping the aspect ratio, and centres the centre of mass in the 28x28 field. Raises
-    ``NoDigitError`` for a blank image.
+
+def normalise(gray: np.ndarray) -> np.ndarray:
+    """An arbitrary grayscale image (either polarity) -> MNIST-style float32 (28, 28) in [0, 1].
+
+    ``gray`` is uint8, or float in [0, 1] (0 black, 1 white). Fixes polarity, removes noise and
+    specks, crops to the ink, scales the longer side to 20 pixels keeping the aspect ratio, and
+    centres the centre of mass in the 28x28 field. Raises ``NoDigitError`` for a blank image.
     """
-    ink = _find_ink(gray)
-    return _to_mnist(ink, ink.marks, _union(ink.slices))
+    ink = _find_ink(gray, _COARSE_SIDE)
+    strength, _ = _cut(ink, ink.marks, _union(ink.slices))
+    return _to_mnist(strength)
 
 
 def segment_digits(gray: np.ndarray, max_digits: int = MAX_DIGITS) -> list[DigitCrop]:
@@ -310,7 +380,7 @@ def segment_digits(gray: np.ndarray, max_digits: int = MAX_DIGITS) -> list[Digit
     Each connected mark is a digit, except that marks stacked in the same column (a detached stroke,
     the top bar of a 5) are one digit. Touching digits are read as one.
     """
-    ink = _find_ink(gray)
+    ink = _find_ink(gray, _COARSE_SIDE_NUMBER)
     order = sorted(range(len(ink.marks)), key=lambda i: ink.slices[i][1].start)
     groups: list[list[int]] = []
     for i in order:
@@ -328,11 +398,10 @@ def segment_digits(gray: np.ndarray, max_digits: int = MAX_DIGITS) -> list[Digit
         )
     crops = []
     for group in groups:
-        rows, cols = _union([ink.slices[j] for j in group])
-        image = _to_mnist(ink, [ink.marks[j] for j in group], (rows, cols))
-        crops.append(
-            DigitCrop(image, (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start))
-        )
+        box = _union([ink.slices[j] for j in group])
+        strength, (rows, cols) = _cut(ink, [ink.marks[j] for j in group], box)
+        box_xywh = (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+        crops.append(DigitCrop(_to_mnist(strength), box_xywh))
     return crops
 
 

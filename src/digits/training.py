@@ -21,7 +21,8 @@ import numpy as np
 
 from digits import DigitsError, evaluation, plots
 from digits import data as mnist
-from digits.models import AUGMENTATIONS, MODELS, KerasClassifier, augmentation, build_model
+from digits.augmentation import AUGMENTATIONS, augmentation
+from digits.models import MODELS, KerasClassifier, build_model
 
 
 @dataclass
@@ -54,8 +55,9 @@ class TrainConfig:
             raise ValueError(
                 f"unknown augmentation {config.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}"
             )
-        if config.distribute not in (None, "mirrored"):
-            raise ValueError(f"unknown distribution strategy {config.distribute!r}; the choice is: mirrored")
+        if config.distribute not in (None, *STRATEGIES):
+            choices = ", ".join(STRATEGIES)
+            raise ValueError(f"unknown distribution strategy {config.distribute!r}; choose one of: {choices}")
         for name in ("epochs", "batch_size"):
             if getattr(config, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
@@ -71,6 +73,10 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> TrainConfig:
         """Rebuild a config from a run's config.json, ignoring the extra keys recorded there."""
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+#: ``--distribute`` choices: one machine's devices, or several machines described by ``TF_CONFIG``.
+STRATEGIES = ("mirrored", "multi-worker")
 
 
 class RunExists(DigitsError):
@@ -109,6 +115,17 @@ def _save_model_atomic(model, path: Path) -> None:
 # ---------------------------------------------------------------------------- the pieces of a run
 
 
+def cpu_name() -> str:
+    """The processor's model name where Linux tells it, else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the packages that decide a run's numbers."""
     import sklearn
@@ -120,7 +137,7 @@ def versions() -> dict[str, str]:
         "keras": keras.__version__,
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
     }
 
 
@@ -163,14 +180,18 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
 
 
 def strategy_for(config: TrainConfig):
-    """The tf.distribute strategy: MirroredStrategy over every GPU, or two logical CPUs without one.
+    """The tf.distribute strategy for ``config.distribute``.
 
+    "mirrored": MirroredStrategy over every GPU, or over two logical CPUs without one; "multi-worker":
+    MultiWorkerMirroredStrategy across the machines that the ``TF_CONFIG`` environment variable names.
     Must run before TensorFlow starts its runtime, since logical devices cannot be added afterwards.
     """
     import tensorflow as tf
 
-    if config.distribute != "mirrored":
+    if config.distribute is None:
         return tf.distribute.get_strategy()  # the default, single-device strategy
+    if config.distribute == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         cpu = tf.config.list_physical_devices("CPU")[0]

@@ -1,0 +1,479 @@
+"""The web app and JSON API: draw or upload a digit and have it read.
+
+``create_app`` builds a FastAPI application around one trained model; ``serve`` runs it with uvicorn.
+
+Endpoints: ``GET /`` (the drawing page), ``POST /api/predict``, ``POST /api/predict-number``,
+``GET /api/health``, ``GET /api/model``, ``GET /openapi.json`` and ``GET /docs`` (an offline index
+of the API: the usual Swagger UI loads from a CDN).
+
+Every bad input is answered with a 4xx and a JSON body ``{"error": CODE, "detail": MESSAGE}``:
+
+* 400 ``bad_request``: malformed JSON, base64 or multipart body;
+* 413 ``too_large``: a request body over the upload limit (checked before decoding), or an image
+  whose header claims more than ``max_pixels`` pixels (a decompression bomb);
+* 415 ``unsupported_media_type``: a request that is neither multipart nor JSON, or an uploaded file
+  whose declared type is not an image;
+* 422: a well-formed request whose image cannot be used: ``missing_image``, ``not_an_image``,
+  ``truncated``, ``animated``, ``unsupported_mode``, ``empty``, ``too_many_digits`` and ``no_digit``
+  (the image decoded but is blank).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from digits import DigitsError
+from digits.preprocess import MAX_PIXELS, ImageError, decode_image, normalise, peek_pixels, segment_digits
+
+DEFAULT_MODEL = Path(__file__).parent / "default_model" / "model.keras"
+#: Environment variable naming the model to serve when no path is given.
+MODEL_ENV = "DIGITS_MODEL"
+#: Largest request body accepted (an image, or its base64 in JSON), checked before decoding.
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+#: Predictions whose top probability is below this are flagged ``low_confidence``.
+LOW_CONFIDENCE = 0.6
+STATIC = Path(__file__).parent / "static"
+
+# Small images are decoded on the event loop (cheaper than a thread hop); big ones in a thread so
+# that one large photo does not stall every other request.
+_INLINE_BYTES = 128 * 1024
+_INLINE_PIXELS = 512 * 512
+_IMAGE_PART_TYPES = ("image/", "application/octet-stream")
+
+
+class ApiError(Exception):
+    """A request the API refuses: an HTTP status, a short machine-readable code and a message."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
+    """The model to serve: the argument, else ``$DIGITS_MODEL``, else the packaged default model."""
+    path = Path(model_path or os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
+    if not path.exists():
+        hint = "pass --model PATH (a run folder or a .keras/.joblib file)"
+        if path == DEFAULT_MODEL:
+            hint += " or restore the packaged default model"
+        raise DigitsError(f"{path}: no model there; {hint}")
+    return path
+
+
+def limit_tensorflow_threads(threads: int) -> None:
+    """Cap TensorFlow's thread pools; the web server needs the other cores for HTTP and decoding."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # TensorFlow already started (tests, a second app): it keeps the pools it has.
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+def _forward(classifier):
+    """The fastest way to call a classifier on a small batch of (N, 28, 28, 1) images."""
+    from digits.models import KerasClassifier
+
+    if not isinstance(classifier, KerasClassifier):
+        return classifier.predict_proba
+    import tensorflow as tf
+
+    # A traced graph costs ~0.5 ms per call where an eager Keras call costs ~5 ms.
+    graph = tf.function(
+        lambda x: classifier.model(x, training=False),
+        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+    )
+    return lambda x: graph(x).numpy()
+
+
+class BatchingPredictor:
+    """Runs the model on the event loop, once per turn of the loop for all the requests waiting.
+
+    Under load, one model call serves many requests (16 images cost ~3x one image, not 16x); when
+    idle, a request goes straight through. No worker thread: on two cores, handing each batch to a
+    thread and back cost more (GIL hand-offs) than the model call itself.
+    """
+
+    def __init__(self, classifier):
+        self._forward = _forward(classifier)
+        self._queue: list[tuple[np.ndarray, asyncio.Future]] = []
+
+    def predict_now(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 10) for images (N, 28, 28), synchronously."""
+        return np.asarray(self._forward(images[..., np.newaxis].astype(np.float32)))
+
+    async def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 10) for images (N, 28, 28), computed with the others queued this turn."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._queue:
+            # Requests that reach this point before the callback runs join the same batch.
+            loop.call_soon(self._run_batch)
+        self._queue.append((images, future))
+        return await future
+
+    def _run_batch(self) -> None:
+        batch, self._queue = self._queue, []
+        try:
+            probabilities = self.predict_now(np.concatenate([images for images, _ in batch]))
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting request, which fails with it
+            for _, future in batch:
+                if not future.cancelled():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for images, future in batch:
+            if not future.cancelled():
+                future.set_result(probabilities[start : start + len(images)])
+            start += len(images)
+
+
+# ---------------------------------------------------------------------------- reading requests
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"the request is {int(declared):,} bytes; the limit is {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"the request is over the {limit:,}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _image_bytes(request: Request, limit: int) -> bytes:
+    """The uploaded image: the ``file`` field of a multipart form, or base64 in JSON ``{"image": ...}``."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("multipart/form-data", "application/json"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"expected multipart/form-data with a 'file' field or application/json with an 'image' "
+            f"field, got {content_type or 'no Content-Type'}",
+        )
+    body = await _read_body(request, limit)
+    if content_type == "application/json":
+        return _from_json(body)
+    return await _from_multipart(request, body)
+
+
+def _from_json(body: bytes) -> bytes:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"malformed JSON ({exc})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
+        raise ApiError(422, "missing_image", 'expected a JSON object {"image": "<base64 PNG or JPEG>"}')
+    text = payload["image"]
+    if text.startswith("data:"):
+        # A data URL, as canvas.toDataURL() makes: data:image/png;base64,....
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            raise ApiError(400, "bad_request", "the data URL is not base64-encoded")
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, "bad_request", f"malformed base64 ({exc})") from None
+
+
+async def _from_multipart(request: Request, body: bytes) -> bytes:
+    async def stream():
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, stream(), max_files=1, max_fields=10).parse()
+    except MultiPartException as exc:
+        raise ApiError(400, "bad_request", f"malformed multipart form ({exc.message})") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "missing_image", "the form has no 'file' field holding an image file")
+        declared = (upload.content_type or "").lower()
+        if declared and not declared.startswith(_IMAGE_PART_TYPES):
+            raise ApiError(415, "unsupported_media_type", f"the uploaded file is {declared}, not an image")
+        return await upload.read()
+    finally:
+        await form.close()
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+def _probabilities(row: np.ndarray) -> dict:
+    digit = int(row.argmax())
+    return {
+        "digit": digit,
+        "confidence": round(float(row[digit]), 6),
+        "low_confidence": bool(row[digit] < LOW_CONFIDENCE),
+        "probabilities": [round(float(p), 6) for p in row],
+    }
+
+
+def _pixels(image: np.ndarray) -> list[list[int]]:
+    """The 28x28 model input as rows of grey levels 0-255 (exact: the input is quantised to bytes)."""
+    return np.round(image * 255).astype(np.uint8).tolist()
+
+
+def _model_info(classifier, path: Path) -> dict:
+    metrics_file = path.parent / "metrics.json" if path.is_file() else path / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return {
+        "name": classifier.name,
+        "file": classifier.path.name,
+        "test_accuracy": metrics.get("test_accuracy"),
+        "input": {
+            "shape": [28, 28, 1],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "layout": "white digit on black; longer side 20 px, centre of mass at the centre of 28x28",
+        },
+        "output": "ten probabilities, for the digits 0 to 9",
+        "low_confidence_below": LOW_CONFIDENCE,
+    }
+
+
+_IMAGE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"image": {"type": "string", "description": "base64 PNG/JPEG, or a data: URL"}},
+                "required": ["image"],
+            }
+        },
+    },
+}
+_ERRORS = {
+    status: {
+        "description": text,
+        "content": {"application/json": {"example": {"error": code, "detail": "…"}}},
+    }
+    for status, code, text in [
+        (400, "bad_request", "malformed JSON, base64 or multipart body"),
+        (413, "too_large", "request over the upload limit, or an image with too many pixels"),
+        (415, "unsupported_media_type", "not multipart or JSON, or the uploaded file is not an image"),
+        (422, "no_digit", "no usable image, or no digit in it (see the error code)"),
+    ]
+}
+
+
+def create_app(
+    model_path: str | os.PathLike | None = None,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+):
+    """The FastAPI application serving one model (see ``resolve_model_path`` for the default)."""
+    from digits import __version__
+    from digits.models import load_classifier
+
+    path = resolve_model_path(model_path)
+    classifier = load_classifier(path)
+    predictor = BatchingPredictor(classifier)
+    for size in (1, 2, 8):  # trace the graph and set up its kernels before the first request
+        predictor.predict_now(np.zeros((size, 28, 28), dtype=np.float32))
+    info = _model_info(classifier, path)
+    started = time.monotonic()
+
+    app = FastAPI(
+        title="digits",
+        version=__version__,
+        description="Read handwritten digits from drawings, photos and scans with an MNIST model.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
+
+    async def decoded(request: Request, work):
+        """Read the upload and run ``work`` (decode + normalise) on it; timings in ms."""
+        start = time.perf_counter()
+        data = await _image_bytes(request, max_upload_bytes)
+        read = time.perf_counter()
+        try:
+            if len(data) <= _INLINE_BYTES and peek_pixels(data) <= _INLINE_PIXELS:
+                result = work(data)
+            else:
+                result = await run_in_threadpool(work, data)
+        except ImageError as exc:
+            status = 413 if exc.code == "too_large" else 422
+            raise ApiError(status, exc.code, str(exc)) from None
+        return result, {"read_ms": (read - start) * 1e3, "preprocess_ms": (time.perf_counter() - read) * 1e3}
+
+    def timing(times: dict, inference_start: float, start: float) -> dict:
+        end = time.perf_counter()
+        times["inference_ms"] = (end - inference_start) * 1e3
+        times["total_ms"] = (end - start) * 1e3
+        return {key: round(value, 3) for key, value in times.items()}
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        rows = "".join(
+            f"<li><code>{method.upper()} {route}</code> {op.get('summary', '')}</li>"
+            for route, methods in app.openapi()["paths"].items()
+            for method, op in methods.items()
+        )
+        return HTMLResponse(
+            f"<!doctype html><title>digits API</title><h1>digits API</h1><ul>{rows}</ul>"
+            '<p>The full OpenAPI description: <a href="/openapi.json">/openapi.json</a>.</p>'
+        )
+
+    @app.get("/api/health", summary="Liveness: the server is up and the model loaded")
+    async def health():
+        return {"status": "ok", "model": classifier.name, "uptime_s": round(time.monotonic() - started, 1)}
+
+    @app.get("/api/model", summary="The model being served: name, test accuracy, input spec")
+    async def model():
+        return {**info, "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels}
+
+    @app.post(
+        "/api/predict",
+        summary="Read one digit from an image",
+        openapi_extra={"requestBody": _IMAGE_BODY},
+        responses=_ERRORS,
+    )
+    async def predict(request: Request):
+        """Read the digit in an uploaded image (multipart ``file``, or JSON ``{"image": base64}``).
+
+        Returns the digit, its confidence, a ``low_confidence`` flag, the ten probabilities, the
+        28x28 image the model saw (``processed``, grey levels 0-255) and timings in milliseconds.
+        """
+        start = time.perf_counter()
+
+        def work(data: bytes):
+            image = decode_image(data, max_pixels)
+            return image, normalise(image.gray)
+
+        (image, processed), times = await decoded(request, work)
+        inference_start = time.perf_counter()
+        row = (await predictor.predict(processed[np.newaxis]))[0]
+        return JSONResponse(
+            {
+                **_probabilities(row),
+                "processed": _pixels(processed),
+                "image": {"width": image.width, "height": image.height, "format": image.format},
+                "timing": timing(times, inference_start, start),
+            }
+        )
+
+    @app.post(
+        "/api/predict-number",
+        summary="Read a multi-digit number from an image",
+        openapi_extra={"requestBody": _IMAGE_BODY},
+        responses=_ERRORS,
+    )
+    async def predict_number(request: Request):
+        """Read a number written left to right: each connected mark is classified as one digit.
+
+        Returns ``number`` (a string), ``confidence`` (the least confident digit's), a
+        ``low_confidence`` flag and, for each digit, its box in the original image's pixels, its
+        probabilities and the 28x28 image the model saw.
+        """
+        start = time.perf_counter()
+
+        def work(data: bytes):
+            image = decode_image(data, max_pixels)
+            return image, segment_digits(image.gray)
+
+        (image, crops), times = await decoded(request, work)
+        inference_start = time.perf_counter()
+        rows = await predictor.predict(np.stack([crop.image for crop in crops]))
+        digits = []
+        for crop, row in zip(crops, rows, strict=True):
+            x, y, w, h = (round(v * image.scale) for v in crop.box)
+            digits.append(
+                {
+                    **_probabilities(row),
+                    "box": {"x": x, "y": y, "width": w, "height": h},
+                    "processed": _pixels(crop.image),
+                }
+            )
+        confidence = min(d["confidence"] for d in digits)
+        return JSONResponse(
+            {
+                "number": "".join(str(d["digit"]) for d in digits),
+                "confidence": confidence,
+                "low_confidence": confidence < LOW_CONFIDENCE,
+                "digits": digits,
+                "image": {"width": image.width, "height": image.height, "format": image.format},
+                "timing": timing(times, inference_start, start),
+            }
+        )
+
+    return app
+
+
+def serve(
+    model_path: str | os.PathLike | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    access_log: bool = False,
+    workers: int = 1,
+    tf_threads: int = 1,
+) -> None:
+    """Run the app with uvicorn until interrupted, in ``workers`` processes (each with the model)."""
+    import uvicorn
+
+    settings = {
+        "model_path": str(resolve_model_path(model_path)),  # fail here, before any worker starts
+        "max_upload_bytes": max_upload_bytes,
+        "tf_threads": tf_threads,
+    }
+    print(f"serving on http://{host}:{port}/  (API: /api/predict, /docs; Ctrl-C to stop)", flush=True)
+    options = dict(host=host, port=port, access_log=access_log, log_level="info")
+    if workers > 1:
+        # Worker processes import the app by name and read their settings from the environment.
+        os.environ[_SETTINGS_ENV] = json.dumps(settings)
+        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+    else:
+        limit_tensorflow_threads(tf_threads)
+        uvicorn.run(create_app(settings["model_path"], max_upload_bytes=max_upload_bytes), **options)
+
+
+_SETTINGS_ENV = "DIGITS_SERVE_SETTINGS"
+
+
+def app_from_environment():
+    """The app of one ``serve(workers=N)`` worker process, configured by ``serve`` through the environment."""
+    settings = json.loads(os.environ[_SETTINGS_ENV])
+    limit_tensorflow_threads(settings["tf_threads"])
+    return create_app(settings["model_path"], max_upload_bytes=settings["max_upload_bytes"])

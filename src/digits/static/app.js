@@ -1,0 +1,308 @@
+// The drawing page: a canvas with undo, live predictions while drawing, and image upload.
+// Plain JavaScript, no dependencies: the page must work with no internet access.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const pad = $("pad");
+const ctx = pad.getContext("2d");
+const strokeInput = $("stroke");
+const bars = $("bars");
+const pieces = $("pieces");  // the per-digit views of a number
+
+const strokes = [];          // each: {width, points: [[x, y], ...]}; redrawn from scratch on undo
+let current = null;          // the stroke being drawn
+let source = "canvas";       // what the last prediction was of: "canvas" or "file"
+let uploaded = null;         // the uploaded File, re-read when the mode changes
+let inFlight = false;        // one request at a time; a change meanwhile is sent when it returns
+let dirty = false;
+let debounce = null;
+const DEBOUNCE_MS = 120;
+
+// ---------------------------------------------------------------- probability bars
+
+for (let d = 0; d < 10; d++) {
+  const li = document.createElement("li");
+  li.innerHTML = `<span class="label">${d}</span><span class="track"><span class="fill"></span></span>` +
+    `<span class="pct">&ndash;</span>`;
+  bars.appendChild(li);
+}
+
+function mode() {
+  return document.querySelector('input[name="mode"]:checked').value;
+}
+
+// ---------------------------------------------------------------- drawing
+
+function redraw() {
+  ctx.fillStyle = "#fff";  // opaque white paper: the server sees dark ink on light, like a scan
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  ctx.strokeStyle = "#000";
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  for (const s of strokes) {
+    ctx.lineWidth = s.width;
+    ctx.beginPath();
+    ctx.moveTo(s.points[0][0], s.points[0][1]);
+    // A single click still leaves a dot.
+    if (s.points.length === 1) ctx.lineTo(s.points[0][0] + 0.01, s.points[0][1]);
+    for (const [x, y] of s.points.slice(1)) ctx.lineTo(x, y);
+    ctx.stroke();
+  }
+  const empty = strokes.length === 0;
+  $("pad-hint").hidden = !empty;
+  $("undo").disabled = empty;
+  $("clear").disabled = empty;
+}
+
+function point(event) {
+  // Canvas pixels, whatever size CSS gives the canvas on screen.
+  const rect = pad.getBoundingClientRect();
+  return [(event.clientX - rect.left) * (pad.width / rect.width),
+          (event.clientY - rect.top) * (pad.height / rect.height)];
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  current = {width: Number(strokeInput.value), points: [point(event)]};
+  strokes.push(current);
+  source = "canvas";
+  redraw();
+  schedule();
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (!current) return;
+  event.preventDefault();
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const e of events.length ? events : [event]) current.points.push(point(e));
+  redraw();
+  schedule();
+});
+
+function endStroke() {
+  if (!current) return;
+  current = null;
+  schedule(0);
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+$("undo").addEventListener("click", () => {
+  strokes.pop();
+  redraw();
+  if (strokes.length) schedule(0); else showIdle();
+});
+
+$("clear").addEventListener("click", () => {
+  strokes.length = 0;
+  redraw();
+  showIdle();
+});
+
+strokeInput.addEventListener("input", () => {
+  $("stroke-value").textContent = `${strokeInput.value} px`;
+});
+
+for (const radio of document.querySelectorAll('input[name="mode"]')) {
+  radio.addEventListener("change", () => {
+    if (source === "file" && uploaded) send(uploaded);
+    else if (strokes.length) schedule(0);
+    else showIdle();
+  });
+}
+
+// ---------------------------------------------------------------- upload
+
+const drop = $("drop");
+const fileInput = $("file");
+drop.addEventListener("click", () => fileInput.click());
+drop.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" || event.key === " ") { event.preventDefault(); fileInput.click(); }
+});
+fileInput.addEventListener("change", () => {
+  if (fileInput.files.length) useFile(fileInput.files[0]);
+  fileInput.value = "";
+});
+for (const name of ["dragenter", "dragover"]) {
+  drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.add("over"); });
+}
+for (const name of ["dragleave", "drop"]) {
+  drop.addEventListener(name, () => drop.classList.remove("over"));
+}
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  if (event.dataTransfer.files.length) useFile(event.dataTransfer.files[0]);
+});
+// A file dropped anywhere else must not make the browser navigate away from the page.
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => event.preventDefault());
+
+function useFile(file) {
+  uploaded = file;
+  source = "file";
+  const preview = $("preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  send(file);
+}
+
+// ---------------------------------------------------------------- predicting
+
+// document.body.dataset.state: "idle" (nothing to read), "pending" (a change not yet sent),
+// "busy" (a request in flight) or "done" (the result on screen is for the latest drawing).
+function schedule(delay = DEBOUNCE_MS) {
+  document.body.dataset.state = "pending";
+  clearTimeout(debounce);
+  debounce = setTimeout(sendCanvas, delay);
+}
+
+// The drawing is sent at half size: still 4x the 20-pixel box the model gets, and a quarter of the
+// pixels to upload and decode, which keeps live predictions quick.
+const upload = document.createElement("canvas");
+upload.width = pad.width / 2;
+upload.height = pad.height / 2;
+
+function sendCanvas() {
+  if (!strokes.length) return;
+  if (inFlight) { dirty = true; return; }
+  const c = upload.getContext("2d");
+  c.imageSmoothingQuality = "high";
+  c.drawImage(pad, 0, 0, upload.width, upload.height);
+  upload.toBlob((blob) => send(blob), "image/png");
+}
+
+async function send(blob) {
+  inFlight = true;
+  dirty = false;
+  document.body.dataset.state = "busy";
+  const form = new FormData();
+  form.append("file", blob, "digit.png");
+  const url = mode() === "number" ? "/api/predict-number" : "/api/predict";
+  try {
+    const response = await fetch(url, {method: "POST", body: form});
+    const body = await response.json().catch(() => ({detail: `HTTP ${response.status}`}));
+    if (response.ok) show(body); else showError(body);
+  } catch (error) {
+    showError({detail: `the server could not be reached (${error.message})`});
+  } finally {
+    inFlight = false;
+    if (dirty && source === "canvas") sendCanvas();
+    else document.body.dataset.state = "done";
+  }
+}
+
+function show(result) {
+  const number = "number" in result;
+  const digitBox = $("digit");
+  digitBox.textContent = number ? result.number : String(result.digit);
+  digitBox.classList.toggle("long", number && result.number.length > 2);
+  digitBox.classList.remove("idle");
+  const what = number ? `${result.digits.length} digit${result.digits.length === 1 ? "" : "s"}` : "";
+  setStatus(`${what ? what + ", " : ""}confidence ${(100 * result.confidence).toFixed(1)}%`);
+  $("flag").hidden = !result.low_confidence;
+  showMode(number);
+  if (number) {
+    showPieces(result.digits);
+  } else {
+    showBars(result.probabilities, result.digit);
+    drawPixels($("seen"), result.processed);
+  }
+  const t = result.timing;
+  $("timing").textContent = `Server time ${t.total_ms.toFixed(1)} ms: ` +
+    `preprocessing ${t.preprocess_ms.toFixed(1)}, model ${t.inference_ms.toFixed(1)}`;
+}
+
+function showMode(number) {
+  // One digit: probability bars and the big 28x28 view. A number: a small 28x28 view per digit.
+  bars.hidden = number;
+  $("seen-box").hidden = number;
+  $("pieces-box").hidden = !number;
+}
+
+function showBars(probabilities, top) {
+  bars.querySelectorAll("li").forEach((li, d) => {
+    const p = probabilities ? probabilities[d] : 0;
+    li.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
+    li.querySelector(".pct").textContent = probabilities ? `${(100 * p).toFixed(1)}%` : "–";
+    li.classList.toggle("top", d === top);
+  });
+}
+
+function showPieces(digits) {
+  pieces.innerHTML = "";
+  for (const d of digits) {
+    const li = document.createElement("li");
+    li.className = d.low_confidence ? "low" : "";
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 28;
+    drawPixels(canvas, d.processed);
+    const label = document.createElement("b");
+    label.textContent = d.digit;
+    li.append(canvas, label, `${(100 * d.confidence).toFixed(0)}%`);
+    pieces.appendChild(li);
+  }
+}
+
+function drawPixels(canvas, rows) {
+  const image = canvas.getContext("2d").createImageData(28, 28);
+  rows.flat().forEach((v, i) => {
+    image.data.set([v, v, v, 255], 4 * i);
+  });
+  canvas.getContext("2d").putImageData(image, 0, 0);
+}
+
+function clearPixels() {
+  const c = $("seen").getContext("2d");
+  c.fillStyle = "#000";
+  c.fillRect(0, 0, 28, 28);
+}
+
+function setStatus(text, error = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", error);
+}
+
+function showError(body) {
+  const digitBox = $("digit");
+  digitBox.textContent = "?";
+  digitBox.classList.add("idle");
+  digitBox.classList.remove("long");
+  const message = body.error === "no_digit" ? "No digit found in the image" : body.detail || "Something went wrong";
+  setStatus(message.charAt(0).toUpperCase() + message.slice(1), true);
+  $("flag").hidden = true;
+  showBars(null, -1);
+  showMode(false);
+  pieces.innerHTML = "";
+  clearPixels();
+  $("timing").textContent = "";
+}
+
+function showIdle() {
+  clearTimeout(debounce);
+  dirty = false;
+  const digitBox = $("digit");
+  digitBox.textContent = "–";
+  digitBox.classList.add("idle");
+  digitBox.classList.remove("long");
+  setStatus(mode() === "number" ? "Write a number to start" : "Draw a digit to start");
+  $("flag").hidden = true;
+  showBars(null, -1);
+  showMode(false);
+  pieces.innerHTML = "";
+  clearPixels();
+  $("timing").textContent = "";
+  document.body.dataset.state = "idle";
+}
+
+// ---------------------------------------------------------------- start
+
+fetch("/api/model").then((r) => r.json()).then((info) => {
+  const accuracy = info.test_accuracy ? ` · ${(100 * info.test_accuracy).toFixed(2)}% on MNIST test` : "";
+  $("model").textContent = `Model: ${info.name}${accuracy}`;
+}).catch(() => {});
+
+redraw();
+showIdle();

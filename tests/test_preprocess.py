@@ -1,0 +1,363 @@
+"""Image decoding and MNIST-style normalisation: safety limits, polarity, cropping, centring, segmentation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from digits.preprocess import (
+    ImageError,
+    NoDigitError,
+    decode_image,
+    load_image,
+    normalise,
+    peek_pixels,
+    segment_digits,
+)
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    """The MNIST test images and labels, when the data files are available."""
+    from digits import data
+
+    try:
+        (_, _), test = data.load_mnist()
+    except data.DataError as exc:
+        pytest.skip(f"MNIST files not available: {exc}")
+    return test
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def sheet(size=(200, 200), paper=255, ink=0, lines=(((70, 40), (130, 40), (90, 160)),), width=14):
+    """Ink lines on paper (grayscale)."""
+    image = Image.new("L", size, paper)
+    draw = ImageDraw.Draw(image)
+    for line in lines:
+        draw.line(list(line), fill=ink, width=width)
+    return image
+
+
+def ink_box(image: np.ndarray) -> tuple[int, int]:
+    rows = np.flatnonzero(image.max(axis=1) > 0)
+    cols = np.flatnonzero(image.max(axis=0) > 0)
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+# ---------------------------------------------------------------------------- normalise
+
+
+def test_dark_ink_on_light_paper_becomes_light_on_black():
+    out = normalise(np.asarray(sheet(), dtype=np.float32) / 255)
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert out.min() == 0.0 and out.max() == 1.0
+    # Black background: the border is empty, the ink bright.
+    assert out[0].max() == 0 and out[:, 0].max() == 0
+
+
+def test_both_polarities_give_the_same_input():
+    dark_on_light = normalise(np.asarray(sheet(paper=250, ink=10)))
+    light_on_dark = normalise(np.asarray(sheet(paper=10, ink=250)))
+    assert np.abs(dark_on_light - light_on_dark).max() < 0.05
+
+
+def test_longer_side_is_scaled_to_20_pixels_keeping_the_aspect_ratio():
+    # A tall thin bar (10 x 100) and a wide one (100 x 20) in big images.
+    tall = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(tall).rectangle([(145, 100), (154, 199)], fill=0)
+    height, width = ink_box(normalise(np.asarray(tall)))
+    assert height == 20 and 2 <= width <= 4
+    wide = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(wide).rectangle([(100, 140), (199, 159)], fill=0)
+    height, width = ink_box(normalise(np.asarray(wide)))
+    assert width == 20 and 4 <= height <= 6
+
+
+def test_small_digit_is_scaled_up_to_20_pixels():
+    small = sheet(size=(60, 60), lines=[((25, 20), (35, 20), (28, 38))], width=3)
+    assert max(ink_box(normalise(np.asarray(small)))) == 20
+
+
+def test_off_centre_digit_is_centred_by_centre_of_mass():
+    corner = sheet(size=(400, 300), lines=[((20, 20), (60, 20), (35, 90))], width=8)
+    out = normalise(np.asarray(corner))
+    centre_y, centre_x = ndimage.center_of_mass(out)
+    assert abs(centre_y - 14) <= 0.6 and abs(centre_x - 14) <= 0.6
+
+
+def test_same_digit_anywhere_gives_the_same_input():
+    left = sheet(size=(400, 300), lines=[((40, 40), (100, 40), (60, 160))])
+    right = sheet(size=(400, 300), lines=[((300, 120), (360, 120), (320, 240))])
+    assert np.abs(normalise(np.asarray(left)) - normalise(np.asarray(right))).max() < 0.05
+
+
+def test_specks_of_noise_are_ignored():
+    clean = np.asarray(sheet(size=(300, 300)))
+    noisy = clean.copy()
+    rng = np.random.default_rng(0)
+    for y, x in rng.integers(0, 300, size=(12, 2)):
+        noisy[y : y + 2, x : x + 2] = 0  # dust
+    assert np.abs(normalise(clean) - normalise(noisy)).max() < 0.1
+
+
+def test_thin_pen_strokes_are_thickened_to_mnist_width():
+    thin = sheet(size=(1000, 1000), lines=[((400, 250), (600, 250), (450, 750))], width=3)
+    out = normalise(np.asarray(thin))
+    assert (out > 0.5).sum() >= 25  # a visible digit, not a faint hairline
+
+
+def test_mnist_digits_pass_through_almost_unchanged(mnist_test):
+    images, _ = mnist_test
+    # MNIST digits are already normalised: most come back identical, a few shifted by a pixel.
+    errors = [np.abs(normalise(digit) - digit / 255).mean() for digit in images[:200]]
+    assert np.mean(errors) < 0.02 and np.median(errors) < 0.005
+
+
+@pytest.mark.parametrize(
+    "gray",
+    [
+        np.full((100, 100), 255, np.uint8),
+        np.zeros((100, 100), np.uint8),
+        np.full((50, 80), 0.6, np.float32),
+        (np.random.default_rng(0).normal(230, 4, (120, 120))).clip(0, 255).astype(np.uint8),
+        np.zeros((1, 1), np.uint8),
+    ],
+    ids=["white", "black", "grey", "paper-noise", "one-pixel"],
+)
+def test_blank_images_have_no_digit(gray):
+    with pytest.raises(NoDigitError, match="no digit"):
+        normalise(gray)
+
+
+def test_output_is_exactly_8_bit():
+    out = normalise(np.asarray(sheet()))
+    assert np.array_equal(np.round(out * 255) / 255, out)
+
+
+# ---------------------------------------------------------------------------- segmentation
+
+
+def number_sheet():
+    """1 7 0 written left to right, the 7 with a detached crossbar below its top."""
+    image = Image.new("L", (600, 220), 255)
+    draw = ImageDraw.Draw(image)
+    draw.line([(80, 40), (80, 180)], fill=0, width=14)  # 1
+    draw.line([(200, 40), (290, 40), (230, 180)], fill=0, width=14)  # 7
+    draw.line([(235, 110), (275, 110)], fill=0, width=10)  # its crossbar, touching nothing
+    draw.ellipse([(380, 40), (480, 180)], outline=0, width=14)  # 0
+    return image
+
+
+def test_segmentation_reads_left_to_right_and_merges_stacked_strokes():
+    crops = segment_digits(np.asarray(number_sheet()))
+    assert len(crops) == 3
+    xs = [crop.box[0] for crop in crops]
+    assert xs == sorted(xs)
+    assert 60 <= crops[0].box[0] <= 80 and 360 <= crops[2].box[0] <= 380
+    for crop in crops:
+        assert crop.image.shape == (28, 28) and max(ink_box(crop.image)) == 20
+
+
+def test_segmentation_of_blank_image_has_no_digit():
+    with pytest.raises(NoDigitError):
+        segment_digits(np.full((100, 300), 255, np.uint8))
+
+
+def test_segmentation_refuses_noise_with_too_many_marks():
+    noise = np.full((200, 400), 255, np.uint8)
+    for i in range(40):
+        noise[90:110, 5 + 10 * i : 9 + 10 * i] = 0
+    with pytest.raises(ImageError, match="at most"):
+        segment_digits(noise)
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def test_decodes_png_and_jpeg_to_uint8_gray():
+    for fmt in ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"):
+        decoded = decode_image(encode(sheet().convert("RGB"), fmt))
+        assert decoded.gray.dtype == np.uint8 and decoded.gray.shape == (200, 200)
+        assert decoded.format == fmt and (decoded.width, decoded.height) == (200, 200)
+
+
+def test_big_images_are_reduced_before_normalising():
+    decoded = decode_image(encode(sheet(size=(3000, 1500)), "PNG"))
+    assert max(decoded.gray.shape) <= 1024 and decoded.scale > 2
+
+
+def test_16_bit_image_is_scaled_not_clipped():
+    values = np.asarray(sheet(), dtype=np.uint16) * 257  # 0..65535
+    decoded = decode_image(encode(Image.fromarray(values), "PNG"))
+    assert decoded.gray.min() == 0 and decoded.gray.max() == 255
+    normalise(decoded.gray)
+
+
+@pytest.mark.parametrize("ink", [0, 255], ids=["dark-ink", "light-ink"])
+def test_transparent_background_is_composited_so_the_ink_shows(ink):
+    image = Image.new("LA", (200, 200), (128, 0))
+    ImageDraw.Draw(image).line([(70, 40), (130, 40), (90, 160)], fill=(ink, 255), width=14)
+    out = normalise(decode_image(encode(image, "PNG")).gray)
+    reference = normalise(np.asarray(sheet()))
+    assert np.abs(out - reference).max() < 0.05
+
+
+def test_palette_cmyk_and_bilevel_images_decode():
+    base = sheet()
+    for image, fmt in [
+        (base.convert("P"), "PNG"),
+        (base.convert("CMYK"), "JPEG"),
+        (base.convert("1"), "PNG"),
+    ]:
+        normalise(decode_image(encode(image, fmt)).gray)
+
+
+def test_exif_rotation_is_applied():
+    image = sheet(size=(300, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes()))
+    assert decoded.gray.shape == (300, 200)
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "empty"),
+        (b"hello, not an image", "not_an_image"),
+        (b"%PDF-1.4\n", "not_an_image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not_an_image"),
+    ],
+)
+def test_non_images_are_refused(data, code):
+    with pytest.raises(ImageError) as info:
+        decode_image(data)
+    assert info.value.code == code
+
+
+def test_truncated_image_is_refused():
+    data = encode(sheet(size=(400, 400)).convert("RGB"), "JPEG")
+    with pytest.raises(ImageError) as info:
+        decode_image(data[: len(data) // 2])
+    assert info.value.code in ("truncated", "not_an_image")
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    # 25.5 megapixels in a few KB of PNG; the header alone must be enough to refuse it.
+    bomb = encode(Image.new("1", (5100, 5000)), "PNG")
+    with pytest.raises(ImageError) as info:
+        decode_image(bomb)
+    assert info.value.code == "too_large"
+    with pytest.raises(ImageError, match="at most 100"):
+        decode_image(encode(sheet(), "PNG"), max_pixels=100)
+
+
+def test_animated_and_multi_page_images_are_refused():
+    frames = [sheet(), sheet(lines=[((100, 30), (100, 170))])]
+    for fmt in ("GIF", "PNG", "TIFF", "WEBP"):
+        data = encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+        with pytest.raises(ImageError) as info:
+            decode_image(data)
+        assert info.value.code == "animated", fmt
+
+
+def test_peek_pixels_reads_only_the_header():
+    assert peek_pixels(encode(sheet(size=(300, 200)), "PNG")) == 60_000
+    assert peek_pixels(encode(Image.new("1", (5100, 5000)), "PNG")) == 25_500_000
+    assert peek_pixels(b"not an image") == 0
+
+
+def test_formats_outside_the_allow_list_are_refused():
+    with pytest.raises(ImageError) as info:
+        decode_image(encode(sheet(), "PPM"))
+    assert info.value.code == "not_an_image"
+
+
+# ---------------------------------------------------------------------------- fuzzing the decoder
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2048))
+def test_random_bytes_never_raise_anything_but_image_error(data):
+    try:
+        decode_image(data)
+    except ImageError:
+        pass
+
+
+@st.composite
+def mangled_images(draw):
+    """A real small image in a random mode and format, then truncated or with bytes flipped."""
+    mode = draw(st.sampled_from(["L", "RGB", "RGBA", "LA", "P", "1", "I;16", "CMYK"]))
+    fmt = draw(st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"]))
+    width, height = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    seed = draw(st.integers(0, 2**16))
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    try:
+        image = image.convert(mode)
+        data = bytearray(encode(image, fmt))
+    except (OSError, ValueError, KeyError):
+        data = bytearray(encode(Image.fromarray(pixels), "PNG"))  # that combination cannot be saved
+    cut = draw(st.integers(0, len(data)))
+    flips = draw(st.lists(st.tuples(st.integers(0, max(len(data) - 1, 0)), st.integers(0, 255)), max_size=8))
+    for position, value in flips:
+        if position < len(data):
+            data[position] = value
+    return bytes(data[: max(cut, len(data) // 2)] if draw(st.booleans()) else data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mangled_images())
+def test_mangled_images_decode_or_raise_image_error(data):
+    try:
+        decoded = decode_image(data)
+    except ImageError:
+        return
+    assert decoded.gray.dtype == np.uint8 and decoded.gray.ndim == 2
+    try:
+        out = normalise(decoded.gray)
+    except NoDigitError:
+        return
+    assert out.shape == (28, 28) and 0 <= out.min() and out.max() <= 1
+
+
+# ---------------------------------------------------------------------------- files (digits predict)
+
+
+def test_load_image_normalises_files(tmp_path):
+    path = tmp_path / "seven.jpg"
+    sheet().save(path)
+    out = load_image(path)
+    assert out.shape == (28, 28) and max(ink_box(out)) == 20
+
+
+def test_load_image_errors_name_the_file(tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 255).save(blank)
+    with pytest.raises(NoDigitError, match="blank.png: no digit"):
+        load_image(blank)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ImageError, match="notes.png: not an image"):
+        load_image(text)
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_load_image_keeps_npy_arrays(tmp_path):
+    array = np.zeros((28, 28), np.uint8)
+    array[5:20, 12:15] = 255
+    np.save(tmp_path / "one.npy", array)
+    assert np.array_equal(load_image(tmp_path / "one.npy"), array / 255.0)

@@ -1,0 +1,372 @@
+"""The JSON API and the page: every endpoint, and every kind of bad input answered with a clear 4xx.
+
+API mechanics are tested against an untrained model (built in a second, no data needed); only the
+accuracy checks need a trained one and use the packaged default model when it is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+from digits import DigitsError
+from digits.server import DEFAULT_MODEL, create_app, resolve_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def untrained_model(tmp_path_factory) -> Path:
+    """A freshly initialised seed CNN: the right shapes, meaningless answers."""
+    import keras
+
+    from digits.models import build_model
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    build_model("seed-cnn").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(untrained_model) -> TestClient:
+    with TestClient(create_app(untrained_model, max_upload_bytes=200_000)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def trained_client() -> TestClient:
+    """The app with a trained model: ``$DIGITS_MODEL``, else the packaged default model."""
+    try:
+        model = resolve_model_path()
+    except DigitsError as exc:
+        pytest.skip(f"no trained model: {exc}")
+    with TestClient(create_app(model)) as client:
+        yield client
+
+
+def png(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def seven(size=(280, 280)) -> Image.Image:
+    image = Image.new("L", size, 255)
+    ImageDraw.Draw(image).line([(90, 60), (190, 60), (120, 220)], fill=0, width=20)
+    return image
+
+
+def upload(data: bytes, name: str = "digit.png", content_type: str = "image/png") -> dict:
+    return {"files": {"file": (name, data, content_type)}}
+
+
+def assert_refused(client: TestClient, response: httpx.Response, status: int, code: str) -> None:
+    """The exact status, a JSON error with a code and a message, and a server that still answers."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == code and body["detail"]
+    assert client.get("/api/health").status_code == 200
+
+
+# ---------------------------------------------------------------------------- endpoints
+
+
+def test_health(client):
+    body = client.get("/api/health").json()
+    assert body["status"] == "ok" and body["model"]
+
+
+def test_model_info(client):
+    body = client.get("/api/model").json()
+    assert body["name"] == "seed_cnn"
+    assert "test_accuracy" in body
+    assert body["input"]["shape"] == [28, 28, 1] and body["input"]["range"] == [0.0, 1.0]
+    assert body["max_upload_bytes"] == 200_000 and body["low_confidence_below"] == 0.6
+
+
+def test_openapi_spec_lists_every_endpoint(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/api/predict", "/api/predict-number", "/api/health", "/api/model"} <= set(spec["paths"])
+    body = spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(body)
+    assert "/api/predict" in client.get("/docs").text
+
+
+def test_page_and_its_assets_are_served_with_no_external_urls(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text
+    for path in ["/", "/static/app.js", "/static/style.css"]:
+        response = client.get(path)
+        assert response.status_code == 200
+        assert "http://" not in response.text and "https://" not in response.text, path
+
+
+def test_predict_multipart(client):
+    body = client.post("/api/predict", **upload(png(seven()))).json()
+    assert 0 <= body["digit"] <= 9
+    assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-3
+    assert body["confidence"] == max(body["probabilities"])
+    assert body["low_confidence"] == (body["confidence"] < 0.6)
+    processed = np.array(body["processed"])
+    assert processed.shape == (28, 28) and processed.min() == 0 and processed.max() == 255
+    assert body["image"] == {"width": 280, "height": 280, "format": "PNG"}
+    assert set(body["timing"]) == {"read_ms", "preprocess_ms", "inference_ms", "total_ms"}
+
+
+def test_predict_json_base64_and_data_url(client):
+    data = png(seven())
+    by_upload = client.post("/api/predict", **upload(data)).json()
+    encoded = base64.b64encode(data).decode()
+    for image in [encoded, "data:image/png;base64," + encoded]:
+        body = client.post("/api/predict", json={"image": image}).json()
+        assert body["probabilities"] == by_upload["probabilities"]
+
+
+def test_predict_number(client):
+    image = Image.new("L", (600, 220), 255)
+    draw = ImageDraw.Draw(image)
+    draw.line([(80, 40), (80, 180)], fill=0, width=14)
+    draw.line([(200, 40), (290, 40), (230, 180)], fill=0, width=14)
+    draw.ellipse([(380, 40), (480, 180)], outline=0, width=14)
+    body = client.post("/api/predict-number", **upload(png(image))).json()
+    assert len(body["number"]) == 3 and body["number"].isdigit()
+    assert [d["digit"] for d in body["digits"]] == [int(c) for c in body["number"]]
+    xs = [d["box"]["x"] for d in body["digits"]]
+    assert xs == sorted(xs) and 60 <= xs[0] <= 80
+    assert body["confidence"] == min(d["confidence"] for d in body["digits"])
+    assert all(np.array(d["processed"]).shape == (28, 28) for d in body["digits"])
+
+
+def test_predict_number_boxes_are_in_original_pixels(client):
+    # Wider than the working resolution, so the image is reduced before segmenting.
+    image = Image.new("L", (3000, 600), 255)
+    draw = ImageDraw.Draw(image)
+    draw.line([(500, 100), (500, 500)], fill=0, width=40)
+    draw.line([(2000, 100), (2000, 500)], fill=0, width=40)
+    digits = client.post("/api/predict-number", **upload(png(image))).json()["digits"]
+    assert [abs(d["box"]["x"] - x) <= 12 for d, x in zip(digits, (480, 1980), strict=True)] == [True, True]
+
+
+def test_concurrent_requests_are_batched_correctly(untrained_model):
+    app = create_app(untrained_model)
+    images = [png(seven()), png(seven(size=(400, 300))), png(seven().rotate(20, fillcolor=255))]
+
+    async def fire():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as session:
+            return await asyncio.gather(
+                *(session.post("/api/predict", **upload(images[i % 3])) for i in range(30))
+            )
+
+    responses = asyncio.run(fire())
+    assert all(r.status_code == 200 for r in responses)
+    for i, response in enumerate(responses):
+        expected = responses[i % 3].json()["probabilities"]
+        assert np.allclose(response.json()["probabilities"], expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_not_an_image(client):
+    response = client.post("/api/predict", **upload(b"just some text, not an image"))
+    assert_refused(client, response, 422, "not_an_image")
+
+
+def test_empty_file(client):
+    assert_refused(client, client.post("/api/predict", **upload(b"")), 422, "empty")
+
+
+def test_truncated_image(client):
+    data = png(seven().convert("RGB"), "JPEG")
+    response = client.post("/api/predict", **upload(data[: len(data) // 2], "digit.jpg", "image/jpeg"))
+    assert_refused(client, response, 422, "truncated")
+
+
+def test_decompression_bomb(client):
+    bomb = png(Image.new("1", (5100, 5000)))
+    assert len(bomb) < 10_000  # small on the wire, 25.5 megapixels decoded
+    assert_refused(client, client.post("/api/predict", **upload(bomb)), 413, "too_large")
+
+
+def test_oversize_upload(client):
+    big = bytes(300_000)
+    assert_refused(client, client.post("/api/predict", **upload(big)), 413, "too_large")
+    assert_refused(client, client.post("/api/predict", json={"image": "A" * 300_000}), 413, "too_large")
+
+
+def test_oversize_upload_without_content_length(client):
+    def chunks():
+        for _ in range(30):
+            yield bytes(10_000)
+
+    response = client.post("/api/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert_refused(client, response, 413, "too_large")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "image/png", "application/x-www-form-urlencoded", None]
+)
+def test_wrong_request_content_type(client, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/api/predict", content=png(seven()), headers=headers)
+    assert_refused(client, response, 415, "unsupported_media_type")
+
+
+def test_uploaded_file_that_declares_a_non_image_type(client):
+    response = client.post("/api/predict", **upload(png(seven()), "notes.txt", "text/plain"))
+    assert_refused(client, response, 415, "unsupported_media_type")
+
+
+def test_malformed_json(client):
+    response = client.post(
+        "/api/predict", content=b'{"image": ', headers={"content-type": "application/json"}
+    )
+    assert_refused(client, response, 400, "bad_request")
+
+
+def test_malformed_base64(client):
+    assert_refused(client, client.post("/api/predict", json={"image": "not base64!"}), 400, "bad_request")
+    response = client.post("/api/predict", json={"image": "data:image/png,rawdata"})
+    assert_refused(client, response, 400, "bad_request")
+
+
+@pytest.mark.parametrize("payload", [{}, {"image": 42}, ["image"], "image", {"file": "abc"}])
+def test_json_without_an_image_field(client, payload):
+    assert_refused(client, client.post("/api/predict", json=payload), 422, "missing_image")
+
+
+def test_base64_of_something_that_is_not_an_image(client):
+    response = client.post("/api/predict", json={"image": base64.b64encode(b"hello").decode()})
+    assert_refused(client, response, 422, "not_an_image")
+
+
+def test_form_without_a_file(client):
+    response = client.post(
+        "/api/predict", data={"image": "abc"}, files={"other": ("x.png", b"x", "image/png")}
+    )
+    assert_refused(client, response, 422, "missing_image")
+
+
+def test_malformed_multipart(client):
+    response = client.post(
+        "/api/predict",
+        content=b"--nothing-like-the-boundary\r\nbroken",
+        headers={"content-type": "multipart/form-data"},
+    )
+    assert_refused(client, response, 400, "bad_request")
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "TIFF", "WEBP"])
+def test_animated_or_multi_page(client, fmt):
+    frames = [seven(), seven().rotate(30, fillcolor=255)]
+    data = png(frames[0], fmt, save_all=True, append_images=frames[1:])
+    response = client.post("/api/predict", **upload(data, f"digit.{fmt.lower()}", f"image/{fmt.lower()}"))
+    assert_refused(client, response, 422, "animated")
+
+
+def test_blank_image_has_no_digit(client):
+    blank = png(Image.new("RGB", (300, 300), "white"))
+    assert_refused(client, client.post("/api/predict", **upload(blank)), 422, "no_digit")
+    assert_refused(client, client.post("/api/predict-number", **upload(blank)), 422, "no_digit")
+
+
+def test_16_bit_image_is_read(client):
+    sixteen = Image.fromarray(np.asarray(seven(), dtype=np.uint16) * 257)
+    assert sixteen.mode.startswith("I")
+    response = client.post("/api/predict", **upload(png(sixteen)))
+    assert response.status_code == 200, response.text
+
+
+def test_alpha_image_is_read_like_its_opaque_version(client):
+    rgba = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).line([(90, 60), (190, 60), (120, 220)], fill=(0, 0, 0, 255), width=20)
+    with_alpha = client.post("/api/predict", **upload(png(rgba))).json()
+    opaque = client.post("/api/predict", **upload(png(seven()))).json()
+    assert np.abs(np.array(with_alpha["processed"]) - np.array(opaque["processed"])).max() <= 20
+
+
+def test_wrong_method_and_unknown_path(client):
+    assert client.get("/api/predict").status_code == 405
+    assert client.get("/api/nothing").status_code == 404
+    assert client.get("/api/health").status_code == 200
+
+
+def test_fuzzed_uploads_never_cause_a_server_error(client):
+    rng = np.random.default_rng(0)
+    base = png(seven(size=(64, 64)))
+    for _ in range(60):
+        data = bytearray(base)
+        for position in rng.integers(0, len(data), size=rng.integers(1, 10)):
+            data[position] = rng.integers(0, 256)
+        response = client.post("/api/predict", **upload(bytes(data[: rng.integers(1, len(data) + 1)])))
+        assert response.status_code in (200, 413, 422), response.text
+    assert client.get("/api/health").status_code == 200
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(DigitsError, match="no model there"):
+        resolve_model_path(tmp_path / "nothing.keras")
+
+
+def test_serve_command_reports_a_missing_model(tmp_path, capsys):
+    from digits.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "nothing.keras")]) == 2
+    assert "no model there" in capsys.readouterr().err
+
+
+def test_model_env_var_is_used(monkeypatch, untrained_model):
+    monkeypatch.setenv("DIGITS_MODEL", str(untrained_model))
+    assert resolve_model_path() == untrained_model
+
+
+def _render_user_image():
+    spec = importlib.util.spec_from_file_location("user_images", ROOT / "benchmarks" / "user_images.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.render_user_image
+
+
+def test_trained_model_reads_user_like_images(trained_client):
+    from digits import data
+
+    try:
+        (_, _), (x_test, y_test) = data.load_mnist()
+    except data.DataError as exc:
+        pytest.skip(f"MNIST files not available: {exc}")
+    render = _render_user_image()
+    rng = np.random.default_rng(1)
+    correct = 0
+    for i in range(100):
+        body = trained_client.post("/api/predict", **upload(render(x_test[i], rng), "d.jpg", "image/jpeg"))
+        correct += body.json()["digit"] == y_test[i]
+    assert correct >= 95
+
+
+def test_trained_model_reads_a_drawn_seven(trained_client):
+    body = trained_client.post("/api/predict", **upload(png(seven()))).json()
+    assert body["digit"] == 7 and not body["low_confidence"]
+
+
+def test_packaged_default_model_reports_its_accuracy():
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"no packaged default model at {DEFAULT_MODEL}")
+    metrics = json.loads((DEFAULT_MODEL.parent / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.994
+    with TestClient(create_app(DEFAULT_MODEL)) as client:
+        assert client.get("/api/model").json()["test_accuracy"] == metrics["test_accuracy"]
