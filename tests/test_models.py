@@ -124,3 +124,23 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path, mnist_dir):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "on 2 devices" in done.stdout
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.5  # chance is 0.1
+
+
+def test_batch_norm_recalibration_measures_clean_images_and_keeps_weights():
+    import keras
+
+    from digits.training import recalibrate_batch_norm
+
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.BatchNormalization()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x)))
+    norm = model.layers[1]
+    norm.moving_mean.assign([5.0])  # stale statistics, as if from a different distribution
+    norm.moving_variance.assign([9.0])
+    weights = [w.copy() for w in model.layers[-1].get_weights()]
+    images = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32) * 0.5
+    recalibrate_batch_norm(model, images, seed=0, batches=4, batch_size=16)
+    assert float(norm.moving_mean.numpy()[0]) == pytest.approx(images.mean(), abs=1e-4)
+    assert float(norm.moving_variance.numpy()[0]) == pytest.approx(images.var(), rel=0.02)
+    assert norm.momentum == 0.99
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.layers[-1].get_weights(), strict=True))

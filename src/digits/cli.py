@@ -49,11 +49,12 @@ def cmd_data_check(args) -> int:
 def cmd_models(args) -> int:
     from digits.models import MODELS
 
+    width = max(map(len, MODELS)) + 2
     for name, spec in MODELS.items():
-        print(f"{name:<10} {spec.description}")
+        print(f"{name:<{width}}{spec.description}")
         print(
-            f"{'':<10} defaults: {spec.epochs} epochs, batch {spec.batch_size}, "
-            f"learning rate {spec.learning_rate}"
+            f"{'':<{width}}defaults: {spec.epochs} epochs, batch {spec.batch_size}, learning rate "
+            f"{spec.learning_rate} ({spec.schedule}), augmentation {spec.augment}"
         )
     return 0
 

@@ -29,12 +29,18 @@ def _check(y_true: np.ndarray, probabilities: np.ndarray) -> None:
         raise ValueError(f"{len(y_true)} labels but {len(probabilities)} predictions")
 
 
+def _clip_rows(probabilities: np.ndarray) -> np.ndarray:
+    """Keep exact zeros (k-NN, forests) from making the log loss infinite; rows still sum to one."""
+    clipped = np.clip(probabilities, 1e-7, 1.0)
+    return clipped / clipped.sum(axis=1, keepdims=True)
+
+
 def summary(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
     """Accuracy, log loss and R-squared of predictions against labels."""
     _check(y_true, probabilities)
     return {
         "accuracy": float(metrics.accuracy_score(y_true, probabilities.argmax(axis=1))),
-        "loss": float(metrics.log_loss(y_true, np.clip(probabilities, 1e-7, 1.0), labels=CLASSES)),
+        "loss": float(metrics.log_loss(y_true, _clip_rows(probabilities), labels=CLASSES)),
         "r2": r_squared(y_true, probabilities),
     }
 

@@ -164,6 +164,16 @@ def densenet():
     return keras.Model(inputs, _classifier_head(x), name="densenet")
 
 
+#: The recipe of the models built for accuracy rather than speed: longer, with elastic distortions.
+_ACCURACY_RECIPE = dict(
+    epochs=15,
+    batch_size=128,
+    learning_rate=3e-3,
+    warmup_epochs=1.0,
+    label_smoothing=0.1,
+    augment="elastic",
+)
+
 MODELS: dict[str, ModelSpec] = {
     "seed-cnn": ModelSpec(
         seed_cnn,
@@ -194,22 +204,12 @@ MODELS: dict[str, ModelSpec] = {
     "resnet": ModelSpec(
         resnet,
         "small residual network (stem + 2 residual blocks, 48/96 channels), elastic augmentation",
-        epochs=15,
-        batch_size=128,
-        learning_rate=3e-3,
-        warmup_epochs=1.0,
-        label_smoothing=0.1,
-        augment="elastic",
+        **_ACCURACY_RECIPE,
     ),
     "densenet": ModelSpec(
         densenet,
         "small densely connected network (two dense blocks, growth 16/24), elastic augmentation",
-        epochs=15,
-        batch_size=128,
-        learning_rate=3e-3,
-        warmup_epochs=1.0,
-        label_smoothing=0.1,
-        augment="elastic",
+        **_ACCURACY_RECIPE,
     ),
 }
 

@@ -89,7 +89,7 @@ def model_comparison(rows: list[dict], path: Path, title: str = "MNIST test set"
     # Everything scores 90-100%: start the axis near the worst model so the differences show.
     left.set_xlim(max(0.0, np.floor(accuracy.min()) - 1), 100)
     for i, value in enumerate(accuracy):
-        left.text(value, i, f" {value:.2f}%", va="center", fontsize=8)
+        left.text(value, i, f"{value:.2f}% ", ha="right", va="center", fontsize=8, color="white")
     left.set(yticks=y, yticklabels=labels, xlabel="test accuracy (%)", title="Accuracy")
     right.barh(y, seconds, color=colours)
     right.set_xscale("log")  # seconds for logistic regression, many minutes for the CNNs
@@ -97,13 +97,14 @@ def model_comparison(rows: list[dict], path: Path, title: str = "MNIST test set"
         right.text(value, i, f" {value:.0f} s", va="center", fontsize=8)
     right.set(xlabel="training time (s, log scale)", title="Training time")
     right.set_xlim(right=seconds.max() * 8)
+    left.invert_yaxis()  # the first row on top; the y axis is shared
     for ax in (left, right):
-        ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
     handles = [matplotlib.patches.Patch(color=f"C{i}", label=kind) for i, kind in enumerate(kinds)]
-    left.legend(handles=handles, loc="lower left", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
+    # In the figure's top corner, beside the title, where it cannot hide a bar.
+    fig.legend(handles=handles, loc="upper right", ncols=len(kinds), fontsize=8)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
