@@ -144,3 +144,34 @@ def test_batch_norm_recalibration_measures_clean_images_and_keeps_weights():
     assert float(norm.moving_variance.numpy()[0]) == pytest.approx(images.var(), rel=0.02)
     assert norm.momentum == 0.99
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.layers[-1].get_weights(), strict=True))
+
+
+def test_recalibration_is_discarded_when_validation_gets_worse(monkeypatch):
+    from types import SimpleNamespace
+
+    import keras
+
+    from digits import training
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x)))
+    norm = model.layers[2]
+    images = np.random.default_rng(1).random((200, 28, 28, 1), dtype=np.float32)
+    # Labels the model already predicts: 100% validation accuracy before any recalibration.
+    data = SimpleNamespace(
+        x_train=images, x_val=images, y_val=model.predict(images, verbose=0).argmax(axis=1)
+    )
+    original = norm.moving_mean.numpy().copy()
+    messages = []
+
+    monkeypatch.setattr(
+        training, "recalibrate_batch_norm", lambda m, x, seed: norm.moving_mean.assign(original + 1e3)
+    )
+    training.recalibrate_if_better(model, data, seed=0, log=messages.append)
+    assert np.array_equal(norm.moving_mean.numpy(), original) and messages[-1].endswith("discarded")
+
+    monkeypatch.setattr(training, "recalibrate_batch_norm", lambda m, x, seed: None)
+    training.recalibrate_if_better(model, data, seed=0, log=messages.append)
+    assert messages[-1].endswith("-> 100.00%, kept")

@@ -206,13 +206,10 @@ def strategy_for(config: TrainConfig):
 def recalibrate_batch_norm(model, images: np.ndarray, seed: int, batches: int = 100, batch_size: int = 256):
     """Re-estimate batch-norm statistics on clean (un-augmented) training images.
 
-    Trained on augmented batches, the moving averages describe distorted digits; on clean ones that
-    mismatch cost the resnet about 1.7 points of validation accuracy (97.4% -> 99.1% once recalibrated).
-    The new statistics are the plain average over ``batches`` clean batches; the weights are untouched.
+    Trained on augmented batches, the moving averages describe distorted digits. The new statistics are
+    the plain average over ``batches`` clean batches; the weights are untouched.
     """
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    if not norms:
-        return
     momentum = [layer.momentum for layer in norms]
     chosen = np.random.default_rng(seed).permutation(len(images))[: batches * batch_size]
     for n, start in enumerate(range(0, len(chosen), batch_size)):
@@ -221,6 +218,32 @@ def recalibrate_batch_norm(model, images: np.ndarray, seed: int, batches: int = 
         model(images[chosen[start : start + batch_size]], training=True)
     for layer, value in zip(norms, momentum, strict=True):
         layer.momentum = value
+
+
+def recalibrate_if_better(model, data, seed: int, log=print) -> None:
+    """Recalibrate batch norm on clean images, keeping the new statistics only if validation agrees.
+
+    It matters for deep models: the resnet scored 97.4% on the validation split with the statistics
+    of augmented batches and 99.1% once recalibrated; the shallow fast-cnn lost 0.1 point instead.
+    """
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms or not len(data.x_val):
+        return
+
+    def val_accuracy() -> float:
+        predicted = model.predict(data.x_val, batch_size=1024, verbose=0).argmax(axis=1)
+        return float(np.mean(predicted == data.y_val))
+
+    saved = [[v.numpy() for v in (layer.moving_mean, layer.moving_variance)] for layer in norms]
+    before = val_accuracy()
+    recalibrate_batch_norm(model, data.x_train, seed)
+    after = val_accuracy()
+    if after < before:
+        for layer, (mean, variance) in zip(norms, saved, strict=True):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+    kept = "kept" if after >= before else "discarded"
+    log(f"batch-norm statistics recalibrated on clean images: validation {before:.2%} -> {after:.2%}, {kept}")
 
 
 def use_mixed_precision_on_gpu() -> bool:
@@ -347,7 +370,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
         )
     if config.augment != "none":
         with strategy.scope():
-            recalibrate_batch_norm(model, data.x_train, config.seed)
+            recalibrate_if_better(model, data, config.seed, log)
     _save_model_atomic(model, out / "model.keras")
 
     # 5. Evaluate on the training and test images, write metrics and plots.
