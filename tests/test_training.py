@@ -55,7 +55,7 @@ def test_a_run_folder_holds_everything_the_docs_promise(short_run):
         assert key in saved
     assert saved["test_accuracy"] == metrics["test_accuracy"]
     config = json.loads((out / "config.json").read_text())
-    assert config["epochs"] == 2 and config["batch_size"] == 64 and config["augment"] is True
+    assert config["epochs"] == 2 and config["batch_size"] == 64 and config["augment"] == "affine"
     assert config["data_sha256"] == data.SHA256 and config["versions"]["keras"].startswith("3.")
     history = (out / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,seconds") and len(history) == 3
