@@ -76,3 +76,11 @@ def test_bad_npy_input_is_rejected_with_its_shape(tmp_path):
     np.save(tmp_path / "wrong.npy", np.zeros((5, 5)))
     with pytest.raises(ImageError, match=r"expected a numeric 28x28 array.*\(5, 5\)"):
         load_image(tmp_path / "wrong.npy")
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.joblib"])
+def test_a_damaged_model_file_is_a_one_line_error(capsys, tmp_path, name):
+    (tmp_path / name).write_bytes(b"not a model at all")
+    np.save(tmp_path / "digit.npy", np.zeros((28, 28)))
+    code, _, err = run(capsys, "predict", str(tmp_path), str(tmp_path / "digit.npy"))
+    assert code == 2 and f"{name}: not a readable model file" in err and "Traceback" not in err

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from digits import DigitsError
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -221,6 +223,18 @@ def build_model(name: str):
     return MODELS[name].build()
 
 
+class ModelError(DigitsError):
+    """A model file that cannot be loaded; the message names the file."""
+
+
+def _load(path: Path, loader):
+    """Call ``loader(path)``, turning any failure into a one-line ModelError naming the file."""
+    try:
+        return loader(path)
+    except Exception as exc:  # Keras and pickle raise many types for a damaged file
+        raise ModelError(f"{path}: not a readable model file ({type(exc).__name__})") from None
+
+
 class KerasClassifier:
     """A saved Keras model behind the common ``predict_proba`` interface."""
 
@@ -228,7 +242,7 @@ class KerasClassifier:
         import keras
 
         self.path = path
-        self.model = keras.models.load_model(path)
+        self.model = _load(path, keras.models.load_model)
         self.name = _run_name(path) or self.model.name
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -246,7 +260,7 @@ class SklearnClassifier:
         import joblib
 
         self.path = path
-        self.model = joblib.load(path)
+        self.model = _load(path, joblib.load)
         self.name = _run_name(path) or type(self.model).__name__
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
