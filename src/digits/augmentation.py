@@ -6,8 +6,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-#: The recipes a model or ``digits train --augment`` can name.
-AUGMENTATIONS = ("none", "affine", "elastic")
+from digits.models import AUGMENTATIONS
 
 
 def augmentation(kind: str = "affine", seed: int = 0) -> keras.Sequential:

@@ -207,6 +207,8 @@ def cmd_benchmark(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from digits.models import AUGMENTATIONS, STRATEGIES
+
     parser = argparse.ArgumentParser(prog="digits", description="Handwritten digit recognition on MNIST.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -225,15 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, help="batch size (default: the model's)")
     train.add_argument("--learning-rate", type=float, help="peak learning rate (default: the model's)")
     train.add_argument("--seed", type=int, default=0, help="random seed for split, init and augmentation")
-    train.add_argument(
-        "--augment", choices=("none", "affine", "elastic"), help="augmentation recipe (default: the model's)"
-    )
+    train.add_argument("--augment", choices=AUGMENTATIONS, help="augmentation recipe (default: the model's)")
     train.add_argument(
         "--no-augment", action="store_true", help="train without augmentation (--augment none)"
     )
     train.add_argument(
         "--distribute",
-        choices=("mirrored", "multi-worker"),
+        choices=STRATEGIES,
         help="tf.distribute: mirrored (all GPUs, or 2 logical CPUs) or multi-worker (machines in TF_CONFIG)",
     )
     train.add_argument("--train-size", type=int, help="train on a stratified subset of this many images")

@@ -88,22 +88,6 @@ def limit_tensorflow_threads(threads: int) -> None:
 # ---------------------------------------------------------------------------- inference
 
 
-def _forward(classifier):
-    """The fastest way to call a classifier on a small batch of (N, 28, 28, 1) images."""
-    from digits.models import KerasClassifier
-
-    if not isinstance(classifier, KerasClassifier):
-        return classifier.predict_proba
-    import tensorflow as tf
-
-    # A traced graph costs ~0.5 ms per call where an eager Keras call costs ~5 ms.
-    graph = tf.function(
-        lambda x: classifier.model(x, training=False),
-        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
-    )
-    return lambda x: graph(x).numpy()
-
-
 class BatchingPredictor:
     """Runs the model on the event loop, once per turn of the loop for all the requests waiting.
 
@@ -113,7 +97,7 @@ class BatchingPredictor:
     """
 
     def __init__(self, classifier):
-        self._forward = _forward(classifier)
+        self._forward = classifier.predict_proba
         self._queue: list[tuple[np.ndarray, asyncio.Future]] = []
 
     def predict_now(self, images: np.ndarray) -> np.ndarray:

@@ -21,8 +21,8 @@ import numpy as np
 
 from digits import DigitsError, evaluation, plots
 from digits import data as mnist
-from digits.augmentation import AUGMENTATIONS, augmentation
-from digits.models import MODELS, KerasClassifier, build_model
+from digits.augmentation import augmentation
+from digits.models import AUGMENTATIONS, MODELS, STRATEGIES, KerasClassifier, build_model
 
 
 @dataclass
@@ -73,10 +73,6 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> TrainConfig:
         """Rebuild a config from a run's config.json, ignoring the extra keys recorded there."""
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
-
-
-#: ``--distribute`` choices: one machine's devices, or several machines described by ``TF_CONFIG``.
-STRATEGIES = ("mirrored", "multi-worker")
 
 
 class RunExists(DigitsError):
@@ -203,13 +199,17 @@ def strategy_for(config: TrainConfig):
     return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
+def _batch_norms(model) -> list:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def recalibrate_batch_norm(model, images: np.ndarray, seed: int, batches: int = 100, batch_size: int = 256):
     """Re-estimate batch-norm statistics on clean (un-augmented) training images.
 
     Trained on augmented batches, the moving averages describe distorted digits. The new statistics are
     the plain average over ``batches`` clean batches; the weights are untouched.
     """
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = _batch_norms(model)
     momentum = [layer.momentum for layer in norms]
     chosen = np.random.default_rng(seed).permutation(len(images))[: batches * batch_size]
     for n, start in enumerate(range(0, len(chosen), batch_size)):
@@ -226,7 +226,7 @@ def recalibrate_if_better(model, data, seed: int, log=print) -> None:
     It matters for deep models: the resnet scored 97.4% on the validation split with the statistics
     of augmented batches and 99.1% once recalibrated; the shallow fast-cnn lost 0.1 point instead.
     """
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = _batch_norms(model)
     if not norms or not len(data.x_val):
         return
 
