@@ -28,6 +28,7 @@ test: lint
 
 ## make default-model: retrain the small model shipped in src/digits/default_model (serve, predict)
 default-model: install
-	$(BIN)/digits train --model fast-cnn --epochs 12 --augment affine --out runs/default-model
+	$(BIN)/digits train --model fast-cnn --epochs 12 --batch-size 128 --learning-rate 3e-3 --augment affine \
+		--out runs/default-model
 	cp runs/default-model/model.keras runs/default-model/metrics.json runs/default-model/config.json \
 		src/digits/default_model/

@@ -370,3 +370,44 @@ def test_packaged_default_model_reports_its_accuracy():
     assert metrics["test_accuracy"] >= 0.994
     with TestClient(create_app(DEFAULT_MODEL)) as client:
         assert client.get("/api/model").json()["test_accuracy"] == metrics["test_accuracy"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_worker_processes_share_the_port_and_stop_on_ctrl_c(untrained_model):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    command = [sys.executable, "-m", "digits.cli", "serve", "--model", str(untrained_model)]
+    server = subprocess.Popen([*command, "--workers", "2", "--port", str(port)], cwd=ROOT)
+    try:
+        pids = set()
+        deadline = time.monotonic() + 120
+        # Each new connection lands on either worker; both must come up and answer.
+        while len(pids) < 2 and time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).json()
+                pids.add(health["pid"])
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert len(pids) == 2
+        answer = httpx.post(f"http://127.0.0.1:{port}/api/predict", **upload(png(seven())), timeout=10)
+        assert answer.status_code == 200
+        # A second server on the same port is refused with a message, not shared silently.
+        taken = subprocess.run(
+            [*command, "--workers", "2", "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+        assert taken.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+        assert "Traceback" not in taken.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 0

@@ -265,7 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-upload-mb", type=float, default=5.0, help="largest request body accepted, in MB (default: 5)"
     )
     serve.add_argument(
-        "--workers", type=int, default=1, help="server processes, each with its own model (default: 1)"
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="server processes, each with its own model (default: 2, or 1 on a one-core machine)",
     )
     serve.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     serve.set_defaults(func=cmd_serve)

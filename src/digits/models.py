@@ -16,6 +16,8 @@ from digits import DigitsError
 
 #: Augmentation recipes a model or ``digits train --augment`` can name (see digits.augmentation).
 AUGMENTATIONS = ("none", "affine", "elastic")
+#: The small trained model shipped with the package (``make default-model``): serve and predict use it.
+DEFAULT_MODEL = Path(__file__).parent / "default_model" / "model.keras"
 #: ``--distribute`` choices: one machine's devices, or several machines described by ``TF_CONFIG``.
 STRATEGIES = ("mirrored", "multi-worker")
 
@@ -98,18 +100,39 @@ def keras_example():
 def fast_cnn():
     """Time-to-accuracy on a CPU: strided convolutions shrink the image early, batch norm trains fast.
 
-    Conv 5x5/2 (14x14) -> Conv 3x3/2 (7x7) -> Conv 3x3 (5x5) -> Dense: about the Keras example's cost
-    per image, but three batch-normalised convolutions reach 99% in far fewer steps.
+    Conv 5x5/2 (14x14) -> Conv 3x3/2 (7x7) -> Conv 3x3 (5x5) -> Dense, 24/48/96 channels: a third less
+    arithmetic per image than the Keras example, and batch norm lets it train at a high learning rate.
     """
     import keras
     from keras import layers
 
     inputs = keras.Input(shape=(28, 28, 1))
-    x = _conv_bn_relu(inputs, 32, kernel=5, strides=2)
-    x = _conv_bn_relu(x, 64, strides=2)
-    x = _conv_bn_relu(x, 128, padding="valid")
+    x = _conv_bn_relu(inputs, 24, kernel=5, strides=2)
+    x = _conv_bn_relu(x, 48, strides=2)
+    x = _conv_bn_relu(x, 96, padding="valid")
     x = layers.Flatten()(x)
     return keras.Model(inputs, _classifier_head(x), name="fast_cnn")
+
+
+def deep_cnn():
+    """Seven batch-normalised convolutions with learned (strided) downsampling and dropout, for accuracy.
+
+    The design Chris Deotte arrived at by ablation on Kaggle's MNIST: 32C3-32C3-32C5S2, 64C3-64C3-64C5S2,
+    128C4, each stage followed by 40% dropout; about five times fast-cnn's arithmetic per image.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(28, 28, 1))
+    x = inputs
+    for filters in (32, 64):
+        x = _conv_bn_relu(x, filters, padding="valid")
+        x = _conv_bn_relu(x, filters, padding="valid")
+        x = _conv_bn_relu(x, filters, kernel=5, strides=2)
+        x = layers.Dropout(0.4)(x)
+    x = _conv_bn_relu(x, 128, kernel=4, padding="valid")  # 4x4 -> 1x1
+    x = layers.Dropout(0.4)(layers.Flatten()(x))
+    return keras.Model(inputs, _classifier_head(x), name="deep_cnn")
 
 
 def _residual_block(x, filters: int):
@@ -200,13 +223,23 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "fast-cnn": ModelSpec(
         fast_cnn,
-        "strided, batch-normalised CNN built for time to 99% on a CPU (one-cycle, label smoothing)",
-        epochs=2,
-        batch_size=128,
-        learning_rate=3e-3,
+        "strided, batch-normalised CNN built for time to 99% on a CPU (one epoch, one-cycle, high rate)",
+        epochs=1,
+        batch_size=96,
+        learning_rate=1.4e-2,
         warmup_epochs=0.3,
         label_smoothing=0.1,
         augment="none",
+    ),
+    "deep-cnn": ModelSpec(
+        deep_cnn,
+        "seven batch-normalised convolutions with dropout (Deotte's design), the most accurate single model",
+        epochs=24,
+        batch_size=128,
+        learning_rate=2e-3,
+        warmup_epochs=1.0,
+        label_smoothing=0.1,
+        augment="affine",
     ),
     "resnet": ModelSpec(
         resnet,
@@ -240,8 +273,61 @@ def _load(path: Path, loader):
         raise ModelError(f"{path}: not a readable model file ({type(exc).__name__})") from None
 
 
+def fold_batch_norm(model):
+    """An inference-only copy of ``model`` with each batch norm that follows a convolution folded into it.
+
+    In inference a batch norm is a fixed per-channel scale and shift, so the convolution can apply it
+    through its kernel and bias: same outputs (to float rounding), one layer less to run, and TensorFlow
+    fuses the remaining Conv-Bias-ReLU into one kernel. Models without such pairs come back unchanged.
+    """
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return model  # clone_model can re-route only a functional model's calls
+    folded = {}  # convolution name -> the batch norm that is its only consumer
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.axis in (-1, 3):
+            source = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+            if isinstance(source, keras.layers.Conv2D) and len(source._outbound_nodes) == 1:
+                folded[source.name] = layer
+    if not folded:
+        return model
+    skipped = {norm.name for norm in folded.values()}
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in folded:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    def call(layer, *args, **kwargs):
+        return args[0] if layer.name in skipped else layer(*args, **kwargs)
+
+    copy = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for layer in copy.layers:
+        if not layer.weights:
+            continue  # the input layer (renamed by cloning), pooling, activations
+        original = model.get_layer(layer.name)
+        if layer.name not in folded:
+            layer.set_weights(original.get_weights())
+            continue
+        norm = folded[layer.name]
+        gamma = norm.gamma.numpy() if norm.scale else 1.0
+        beta = norm.beta.numpy() if norm.center else 0.0
+        mean, variance = norm.moving_mean.numpy(), norm.moving_variance.numpy()
+        scale = gamma / np.sqrt(variance + norm.epsilon)
+        bias = original.bias.numpy() if original.use_bias else 0.0
+        layer.set_weights([original.kernel.numpy() * scale, (bias - mean) * scale + beta])
+    return copy
+
+
 class KerasClassifier:
-    """A saved Keras model behind the common ``predict_proba`` interface."""
+    """A saved Keras model behind the common ``predict_proba`` interface.
+
+    Predictions run through a traced graph of the model with its batch norms folded: an eager call
+    costs ~5 ms and ``model.predict()`` sets up a pipeline per call, where the graph costs ~0.5 ms per
+    batch; folding adds about a fifth more images per second.
+    """
 
     def __init__(self, path: Path):
         import keras
@@ -250,18 +336,20 @@ class KerasClassifier:
         self.path = path
         self.model = _load(path, keras.models.load_model)
         self.name = _run_name(path) or self.model.name
-        # A traced graph costs ~0.5 ms per small batch where an eager model call costs ~5 ms and
-        # predict()'s per-call set-up more: this is what the server and `digits predict` use.
-        self._small_batch = tf.function(
-            lambda x: self.model(x, training=False),
+        inference = fold_batch_norm(self.model)
+        self._forward = tf.function(
+            lambda x: inference(x, training=False),
             input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+            autograph=False,  # a plain call, no Python control flow to convert
         )
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities for images shaped (N, 28, 28, 1) in [0, 1]."""
+        """Class probabilities for images shaped (N, 28, 28, 1) in [0, 1], ``batch_size`` at a time."""
+        x = np.asarray(x, dtype=np.float32)
         if len(x) <= batch_size:
-            return self._small_batch(np.asarray(x, dtype=np.float32)).numpy()
-        return self.model.predict(x, batch_size=batch_size, verbose=0)
+            return self._forward(x).numpy()
+        chunks = [self._forward(x[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
+        return np.concatenate(chunks)
 
 
 class SklearnClassifier:

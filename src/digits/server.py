@@ -25,6 +25,9 @@ import base64
 import binascii
 import json
 import os
+import signal
+import socket
+import sys
 import time
 from pathlib import Path
 
@@ -37,9 +40,9 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from digits import DigitsError
+from digits.models import DEFAULT_MODEL
 from digits.preprocess import MAX_PIXELS, ImageError, decode_image, normalise, peek_pixels, segment_digits
 
-DEFAULT_MODEL = Path(__file__).parent / "default_model" / "model.keras"
 #: Environment variable naming the model to serve when no path is given.
 MODEL_ENV = "DIGITS_MODEL"
 #: Largest request body accepted (an image, or its base64 in JSON), checked before decoding.
@@ -341,7 +344,12 @@ def create_app(
 
     @app.get("/api/health", summary="Liveness: the server is up and the model loaded")
     async def health():
-        return {"status": "ok", "model": classifier.name, "uptime_s": round(time.monotonic() - started, 1)}
+        return {
+            "status": "ok",
+            "model": classifier.name,
+            "uptime_s": round(time.monotonic() - started, 1),
+            "pid": os.getpid(),  # which worker process answered (digits serve --workers N)
+        }
 
     @app.get("/api/model", summary="The model being served: name, test accuracy, input spec")
     async def model():
@@ -437,20 +445,26 @@ def serve(
     """Run the app with uvicorn until interrupted, in ``workers`` processes (each with the model)."""
     import uvicorn
 
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     settings = {
         "model_path": str(resolve_model_path(model_path)),  # fail here, before any worker starts
         "max_upload_bytes": max_upload_bytes,
         "tf_threads": tf_threads,
     }
-    print(f"serving on http://{host}:{port}/  (API: /api/predict, /docs; Ctrl-C to stop)", flush=True)
     options = dict(host=host, port=port, access_log=access_log, log_level="info")
     if workers > 1:
+        _check_port_free(host, port)
+    print(f"serving on http://{host}:{port}/  (API: /api/predict, /docs; Ctrl-C to stop)", flush=True)
+    if workers == 1:
+        limit_tensorflow_threads(tf_threads)
+        uvicorn.run(create_app(settings["model_path"], max_upload_bytes=max_upload_bytes), **options)
+    elif hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
+        _run_reuse_port_workers(workers, settings, options)
+    else:
         # Worker processes import the app by name and read their settings from the environment.
         os.environ[_SETTINGS_ENV] = json.dumps(settings)
         uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
-    else:
-        limit_tensorflow_threads(tf_threads)
-        uvicorn.run(create_app(settings["model_path"], max_upload_bytes=max_upload_bytes), **options)
 
 
 _SETTINGS_ENV = "DIGITS_SERVE_SETTINGS"
@@ -461,3 +475,59 @@ def app_from_environment():
     settings = json.loads(os.environ[_SETTINGS_ENV])
     limit_tensorflow_threads(settings["tf_threads"])
     return create_app(settings["model_path"], max_upload_bytes=settings["max_upload_bytes"])
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with a clear message if the address is taken (shared SO_REUSEPORT binds would not fail)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # lingering closed connections are fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DigitsError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _run_reuse_port_workers(workers: int, settings: dict, options: dict) -> None:
+    """One listening socket per worker process, bound with SO_REUSEPORT.
+
+    uvicorn's own workers share one socket, and whichever process wakes first accepts every waiting
+    connection: with keep-alive clients one worker ends up with most of them. With a socket each, the
+    kernel spreads connections across the workers.
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TensorFlow state forked
+    processes = [context.Process(target=_reuse_port_worker, args=(settings, options)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    try:
+        wait([process.sentinel for process in processes])  # until one stops: then stop them all
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reaches the workers too; they shut down on their own
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    failed = [process.exitcode for process in processes if process.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        raise DigitsError(f"a server worker stopped with exit code {failed[0]}; see its messages above")
+
+
+def _reuse_port_worker(settings: dict, options: dict) -> None:
+    import uvicorn
+
+    limit_tensorflow_threads(settings["tf_threads"])
+    app = create_app(settings["model_path"], max_upload_bytes=settings["max_upload_bytes"])
+    host, port = options["host"], options["port"]
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
