@@ -66,6 +66,8 @@ def test_evaluate_reproduces_the_runs_test_metrics(short_run, capsys, mnist_dir)
     assert main(["evaluate", str(out), "--json", "--data-dir", str(mnist_dir)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    # The same split as in training (seed and size from config.json), so the same validation score.
+    assert result["val_accuracy"] == pytest.approx(metrics["val_accuracy"]) and result["val_accuracy"] > 0.9
     assert np.array(result["confusion_matrix"]).sum() == 10000
 
 

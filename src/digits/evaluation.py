@@ -58,7 +58,7 @@ def report(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
 
 
 def evaluate(classifier, data) -> dict:
-    """Train and test metrics of a classifier on prepared data, with the per-class test report."""
+    """Train, validation and test metrics of a classifier on prepared data, with the per-class test report."""
     predict = classifier.predict_proba
     train, test = summary(data.y_train, predict(data.x_train)), predict(data.x_test)
     result = {
@@ -67,6 +67,9 @@ def evaluate(classifier, data) -> dict:
         "train_loss": train["loss"],
         "train_r2": train["r2"],
     }
+    if len(data.x_val):
+        # What to compare models and settings by; the test figures are for the final report.
+        result["val_accuracy"] = summary(data.y_val, predict(data.x_val))["accuracy"]
     result.update({f"test_{k}": v for k, v in summary(data.y_test, test).items()})
     result.update(report(data.y_test, test))
     result["test_probabilities"] = test
@@ -78,6 +81,7 @@ def format_text(result: dict) -> str:
     lines = [
         f"model           {result['model']}",
         f"train accuracy  {result['train_accuracy']:.4%}",
+        *([f"val accuracy    {result['val_accuracy']:.4%}"] if "val_accuracy" in result else []),
         f"test accuracy   {result['test_accuracy']:.4%}",
         f"test loss       {result['test_loss']:.4f}",
         f"test R-squared  {result['test_r2']:.4f}",

@@ -377,10 +377,6 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
     classifier = KerasClassifier(out / "model.keras")
     result = evaluation.evaluate(classifier, data)
     probabilities = result.pop("test_probabilities")
-    if len(data.x_val):
-        result["val_accuracy"] = evaluation.summary(data.y_val, classifier.predict_proba(data.x_val))[
-            "accuracy"
-        ]
     metrics = {
         "model": config.model,
         "epochs": config.epochs,
