@@ -380,8 +380,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_worker_processes_share_the_port_and_stop_on_ctrl_c(untrained_model):
-    import signal
+def test_two_worker_processes_share_the_port_and_stop_together(untrained_model):
+    import os
     import subprocess
     import sys
     import time
@@ -409,5 +409,9 @@ def test_two_worker_processes_share_the_port_and_stop_on_ctrl_c(untrained_model)
         assert taken.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
         assert "Traceback" not in taken.stderr
     finally:
-        server.send_signal(signal.SIGINT)
+        # SIGTERM, as kill or a service manager sends (Ctrl-C's SIGINT is ignored in background jobs).
+        server.terminate()
         assert server.wait(timeout=60) == 0
+    for pid in pids:  # the workers went with it
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

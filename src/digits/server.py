@@ -498,6 +498,8 @@ def _run_reuse_port_workers(workers: int, settings: dict, options: dict) -> None
     import multiprocessing
     from multiprocessing.connection import wait
 
+    # Stopped with SIGTERM (kill, a service manager): leave through the cleanup below, workers included.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TensorFlow state forked
     processes = [context.Process(target=_reuse_port_worker, args=(settings, options)) for _ in range(workers)]
     for process in processes:
