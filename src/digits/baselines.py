@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from digits import write_json
+
 SIDE = 28
 MODEL_FILE = "model.joblib"
 
@@ -238,10 +240,6 @@ def _flat(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1)
 
 
-def _write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n")
-
-
 def _summary(y: np.ndarray, probabilities: np.ndarray) -> dict:
     from digits import evaluation
 
@@ -294,8 +292,8 @@ def train_one(name: str, data, config: BaselineConfig, out: str | Path, log=log_
         "images_per_second": len(x_test) / predict_seconds,
         "model_bytes": (folder / MODEL_FILE).stat().st_size,
     }
-    _write_json(folder / "config.json", run_config)
-    _write_json(folder / "metrics.json", metrics)
+    write_json(folder / "config.json", run_config)
+    write_json(folder / "metrics.json", metrics)
     log(
         f"{name}: test accuracy {test['accuracy']:.2%} (validation {val['accuracy']:.2%}), "
         f"predicted in {predict_seconds:.1f} s; saved to {folder}/"
@@ -312,7 +310,7 @@ def train_all(config: BaselineConfig, out: str | Path, log=log_stderr) -> list[d
     log(f"loading MNIST (validation {config.val_size}, training {config.train_size or 'all the rest'})")
     data = mnist.prepare(config.data_dir, config.val_size, config.seed, config.train_size)
     results = [train_one(name, data, config, out, log) for name in config.models]
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     return results
 
 

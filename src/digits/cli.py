@@ -188,8 +188,8 @@ def cmd_ensemble(args) -> int:
 
     metrics = build_ensemble(args.members, args.out, data_dir=args.data_dir, tta=args.tta)
     print(
-        f"{metrics['model']}\ntest accuracy {metrics['test_accuracy']:.4%}  test R-squared "
-        f"{metrics['test_r2']:.4f}\nsaved to {args.out}/"
+        f"{metrics['model']}\nvalidation accuracy {metrics['val_accuracy']:.4%}  test accuracy "
+        f"{metrics['test_accuracy']:.4%}  test R-squared {metrics['test_r2']:.4f}\nsaved to {args.out}/"
     )
     return 0
 

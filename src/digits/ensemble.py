@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from digits import data as mnist
-from digits import evaluation, plots
+from digits import evaluation, plots, write_json
 from digits.models import EnsembleClassifier, ShiftTTA, load_classifier
 
 
@@ -30,8 +29,9 @@ def build_ensemble(members: list[str], out: str | Path, data_dir=None, tta: bool
     out.mkdir(parents=True, exist_ok=True)
     # Member paths are stored relative to the ensemble folder, so runs/ can be moved as a whole.
     listed = [os.path.relpath(m.path, out) for m in loaded]
-    (out / "ensemble.json").write_text(json.dumps({"members": listed, "tta": tta}, indent=2) + "\n")
-    (out / "config.json").write_text(json.dumps({"model": "ensemble", "members": listed, "tta": tta}) + "\n")
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "config.json", {"model": "ensemble", "members": listed, "tta": tta})
+    write_json(out / "metrics.json", result)
     plots.test_figures(result, prepared.x_test, prepared.y_test, probabilities, out)
+    # Last: ensemble.json marks a complete folder, so an interrupted build can simply be run again.
+    write_json(out / "ensemble.json", {"members": listed, "tta": tta})
     return result

@@ -305,11 +305,16 @@ def create_app(
     async def api_error(request: Request, exc: ApiError):
         return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
 
-    async def decoded(request: Request, work):
-        """Read the upload and run ``work`` (decode + normalise) on it; timings in ms."""
+    async def decoded(request: Request, prepare):
+        """Read and decode the upload, then ``prepare`` its grayscale pixels: (image, prepared), ms."""
         start = time.perf_counter()
         data = await _image_bytes(request, max_upload_bytes)
         read = time.perf_counter()
+
+        def work(data: bytes):
+            image = decode_image(data, max_pixels)
+            return image, prepare(image.gray)
+
         try:
             if len(data) <= _INLINE_BYTES and peek_pixels(data) <= _INLINE_PIXELS:
                 result = work(data)
@@ -368,12 +373,7 @@ def create_app(
         28x28 image the model saw (``processed``, grey levels 0-255) and timings in milliseconds.
         """
         start = time.perf_counter()
-
-        def work(data: bytes):
-            image = decode_image(data, max_pixels)
-            return image, normalise(image.gray)
-
-        (image, processed), times = await decoded(request, work)
+        (image, processed), times = await decoded(request, normalise)
         inference_start = time.perf_counter()
         row = (await predictor.predict(processed[np.newaxis]))[0]
         return JSONResponse(
@@ -399,12 +399,7 @@ def create_app(
         probabilities and the 28x28 image the model saw.
         """
         start = time.perf_counter()
-
-        def work(data: bytes):
-            image = decode_image(data, max_pixels)
-            return image, segment_digits(image.gray)
-
-        (image, crops), times = await decoded(request, work)
+        (image, crops), times = await decoded(request, segment_digits)
         inference_start = time.perf_counter()
         rows = await predictor.predict(np.stack([crop.image for crop in crops]))
         digits = []
@@ -457,8 +452,7 @@ def serve(
         _check_port_free(host, port)
     print(f"serving on http://{host}:{port}/  (API: /api/predict, /docs; Ctrl-C to stop)", flush=True)
     if workers == 1:
-        limit_tensorflow_threads(tf_threads)
-        uvicorn.run(create_app(settings["model_path"], max_upload_bytes=max_upload_bytes), **options)
+        uvicorn.run(_app_from_settings(settings), **options)
     elif hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
         _run_reuse_port_workers(workers, settings, options)
     else:
@@ -470,17 +464,24 @@ def serve(
 _SETTINGS_ENV = "DIGITS_SERVE_SETTINGS"
 
 
-def app_from_environment():
-    """The app of one ``serve(workers=N)`` worker process, configured by ``serve`` through the environment."""
-    settings = json.loads(os.environ[_SETTINGS_ENV])
+def _app_from_settings(settings: dict):
+    """The app of one server process, from the settings ``serve`` checked."""
     limit_tensorflow_threads(settings["tf_threads"])
     return create_app(settings["model_path"], max_upload_bytes=settings["max_upload_bytes"])
 
 
+def app_from_environment():
+    """The app of one ``serve(workers=N)`` worker process, configured by ``serve`` through the environment."""
+    return _app_from_settings(json.loads(os.environ[_SETTINGS_ENV]))
+
+
+def _socket_for(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
 def _check_port_free(host: str, port: int) -> None:
     """Fail with a clear message if the address is taken (shared SO_REUSEPORT binds would not fail)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+    with _socket_for(host) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # lingering closed connections are fine
         try:
             probe.bind((host, port))
@@ -521,10 +522,9 @@ def _run_reuse_port_workers(workers: int, settings: dict, options: dict) -> None
 def _reuse_port_worker(settings: dict, options: dict) -> None:
     import uvicorn
 
-    limit_tensorflow_threads(settings["tf_threads"])
-    app = create_app(settings["model_path"], max_upload_bytes=settings["max_upload_bytes"])
+    app = _app_from_settings(settings)
     host, port = options["host"], options["port"]
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock = _socket_for(host)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))

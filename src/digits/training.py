@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digits import DigitsError, evaluation, plots
+from digits import DigitsError, evaluation, plots, write_json
 from digits import data as mnist
 from digits.augmentation import augmentation
 from digits.models import AUGMENTATIONS, MODELS, STRATEGIES, KerasClassifier, build_model
@@ -80,17 +80,6 @@ class RunExists(DigitsError):
 
 
 # ---------------------------------------------------------------------------- small file helpers
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a file so that a crash leaves either the old or the new contents, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, value) -> None:
-    _write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -280,7 +269,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         # state.json names the newest complete checkpoint and is replaced only after that file
         # exists, so a kill at any moment leaves a consistent pair.
         state = {"epoch": epoch + 1, "checkpoint": name, "history": self.history}
-        _write_json(self.folder / "checkpoints" / "state.json", state)
+        write_json(self.folder / "checkpoints" / "state.json", state)
         _write_history(self.folder / "history.csv", self.history)
         for old in (self.folder / "checkpoints").glob("checkpoint-*.keras"):
             if old.name != name:
@@ -319,7 +308,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
         f"data: {len(data.x_train)} train / {len(data.x_val)} validation / {len(data.x_test)} test"
         f" images, checksums verified"
     )
-    _write_json(
+    write_json(
         out / "config.json",
         {**asdict(config), "versions": versions(), "data_sha256": mnist.SHA256},
     )
@@ -374,8 +363,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
     _save_model_atomic(model, out / "model.keras")
 
     # 5. Evaluate on the training and test images, write metrics and plots.
-    classifier = KerasClassifier(out / "model.keras")
-    result = evaluation.evaluate(classifier, data)
+    result = evaluation.evaluate(KerasClassifier(out / "model.keras"), data)
     probabilities = result.pop("test_probabilities")
     metrics = {
         "model": config.model,
@@ -385,7 +373,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
     }
     plots.learning_curves(history, out / "learning_curves.png")
     plots.test_figures(metrics, data.x_test, data.y_test, probabilities, out)
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     for leftover in (out / "checkpoints").iterdir():
         leftover.unlink()
     (out / "checkpoints").rmdir()

@@ -266,13 +266,12 @@ function setStatus(text, error = false) {
   status.classList.toggle("error", error);
 }
 
-function showError(body) {
+// Empty the result panel, leaving `symbol` where the digit goes.
+function clearResult(symbol) {
   const digitBox = $("digit");
-  digitBox.textContent = "?";
+  digitBox.textContent = symbol;
   digitBox.classList.add("idle");
   digitBox.classList.remove("long");
-  const message = body.error === "no_digit" ? "No digit found in the image" : body.detail || "Something went wrong";
-  setStatus(message.charAt(0).toUpperCase() + message.slice(1), true);
   $("flag").hidden = true;
   showBars(null, -1);
   showMode(false);
@@ -281,20 +280,17 @@ function showError(body) {
   $("timing").textContent = "";
 }
 
+function showError(body) {
+  clearResult("?");
+  const message = body.error === "no_digit" ? "No digit found in the image" : body.detail || "Something went wrong";
+  setStatus(message.charAt(0).toUpperCase() + message.slice(1), true);
+}
+
 function showIdle() {
   clearTimeout(debounce);
   dirty = false;
-  const digitBox = $("digit");
-  digitBox.textContent = "–";
-  digitBox.classList.add("idle");
-  digitBox.classList.remove("long");
+  clearResult("–");
   setStatus(mode() === "number" ? "Write a number to start" : "Draw a digit to start");
-  $("flag").hidden = true;
-  showBars(null, -1);
-  showMode(false);
-  pieces.innerHTML = "";
-  clearPixels();
-  $("timing").textContent = "";
   document.body.dataset.state = "idle";
 }
 
