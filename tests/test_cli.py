@@ -51,6 +51,36 @@ def test_train_rejects_bad_settings_before_doing_any_work(capsys, tmp_path, flag
     assert not out_dir.exists()
 
 
+class _SplitDrawn(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "flags, split_seed", [(["--seed", "3"], 0), (["--seed", "3", "--split-seed", "2"], 2)]
+)
+def test_the_seed_varies_the_model_while_the_validation_split_stays(
+    capsys, tmp_path, monkeypatch, flags, split_seed
+):
+    """Ensembles are chosen on one validation split, so differently seeded members must share it."""
+    drawn = []
+
+    def record_split(data_dir, val_size, seed, train_size):
+        drawn.append(seed)
+        raise _SplitDrawn
+
+    monkeypatch.setattr("digits.data.prepare", record_split)
+    with pytest.raises(_SplitDrawn):
+        main(["train", "--model", "fast-cnn", "--out", str(tmp_path / "run"), *flags])
+    assert drawn == [split_seed]
+
+
+def test_runs_recorded_before_split_seed_keep_their_split():
+    from digits.training import TrainConfig
+
+    assert TrainConfig.from_dict({"model": "deep-cnn", "seed": 4}).split_seed == 4
+    assert TrainConfig.from_dict({"seed": 4, "split_seed": 0}).split_seed == 0
+
+
 def test_train_refuses_to_overwrite_a_folder_with_work_in_it(capsys, tmp_path):
     (tmp_path / "model.keras").write_text("precious")
     code, _, err = run(capsys, "train", "--out", str(tmp_path))

@@ -106,6 +106,25 @@ def test_tta_averages_over_the_image_and_its_one_pixel_shifts():
     assert lit == [(13, 14), (14, 13), (14, 14), (14, 15), (15, 14)]
 
 
+def test_an_ensemble_refuses_members_trained_beside_different_validation_splits(tmp_path):
+    import joblib
+    from sklearn.dummy import DummyClassifier
+
+    from digits.ensemble import build_ensemble
+
+    model = DummyClassifier().fit(np.zeros((10, 784)), np.arange(10))
+    members = []
+    for name, config in [("old", {"seed": 1}), ("new", {"seed": 1, "split_seed": 0})]:
+        folder = tmp_path / name
+        folder.mkdir()
+        joblib.dump(model, folder / "model.joblib")
+        (folder / "config.json").write_text(json.dumps({"model": "dummy", **config}))
+        members.append(str(folder))
+    with pytest.raises(ValueError, match=r"different validation splits.*\(5000, 0\), \(5000, 1\)"):
+        build_ensemble(members, tmp_path / "ensemble")
+    assert not (tmp_path / "ensemble").exists()
+
+
 @pytest.mark.slow
 def test_benchmark_ensemble_and_tta_end_to_end(tmp_path, mnist_dir, capsys):
     out = tmp_path / "bench"

@@ -70,6 +70,7 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         seed=args.seed,
+        split_seed=args.split_seed,
         augment="none" if args.no_augment else args.augment,
         train_size=args.train_size,
         data_dir=args.data_dir,
@@ -104,9 +105,9 @@ def cmd_evaluate(args) -> int:
     classifier = load_classifier(args.model)
     if args.tta:
         classifier = ShiftTTA(classifier)
-    run_config = classifier.path.parent / "config.json"
-    split = json.loads(run_config.read_text()) if run_config.is_file() else {}
-    prepared = data.prepare(args.data_dir, split.get("val_size", 5000), split.get("seed", 0))
+    # The split the model was trained beside, so its validation score is clean.
+    val_size, split_seed = data.recorded_split(classifier.path.parent)
+    prepared = data.prepare(args.data_dir, val_size, split_seed)
     result = evaluation.evaluate(classifier, prepared)
     result.pop("test_probabilities")
     if args.json:
@@ -226,7 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="number of epochs (default: the model's)")
     train.add_argument("--batch-size", type=int, help="batch size (default: the model's)")
     train.add_argument("--learning-rate", type=float, help="peak learning rate (default: the model's)")
-    train.add_argument("--seed", type=int, default=0, help="random seed for split, init and augmentation")
+    train.add_argument(
+        "--seed", type=int, default=0, help="random seed for initialisation, shuffling and augmentation"
+    )
+    train.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="random seed of the validation split (keep it, so runs compare and ensemble on one split)",
+    )
     train.add_argument("--augment", choices=AUGMENTATIONS, help="augmentation recipe (default: the model's)")
     train.add_argument(
         "--no-augment", action="store_true", help="train without augmentation (--augment none)"

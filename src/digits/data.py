@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -204,6 +205,17 @@ def stratified_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
         return np.arange(len(y))
     idx, _ = train_test_split(np.arange(len(y)), train_size=size, stratify=y, random_state=seed)
     return np.sort(idx)
+
+
+def recorded_split(folder: str | os.PathLike) -> tuple[int, int]:
+    """``(val_size, split_seed)`` of the validation split a run folder was trained beside.
+
+    Read from the folder's ``config.json``; runs from before ``split_seed`` drew their split with their
+    one ``seed``. A folder without a config gets the default split, (5000, 0).
+    """
+    path = Path(folder) / "config.json"
+    values = json.loads(path.read_text()) if path.is_file() else {}
+    return values.get("val_size", 5000), values.get("split_seed", values.get("seed", 0))
 
 
 def prepare(

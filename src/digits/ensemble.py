@@ -14,22 +14,33 @@ def build_ensemble(members: list[str], out: str | Path, data_dir=None, tta: bool
     """Write an ensemble folder (``ensemble.json``, ``metrics.json``, plots) and return its metrics.
 
     The folder then works wherever a model does: ``digits evaluate OUT``, ``digits predict OUT ...``.
-    Choose members by the reported validation accuracy: it is clean when they were all trained with the
-    same ``--seed`` (which fixes the split).
+    Choose members by the reported validation accuracy: it is clean when they were all trained on the
+    same ``--split-seed`` (0 unless changed), so none of them saw the validation images.
     """
     out = Path(out)
     if (out / "ensemble.json").exists():
         raise FileExistsError(f"{out}: already holds an ensemble; choose another --out")
     loaded = [load_classifier(member) for member in members]
+    splits = {mnist.recorded_split(m.path.parent) for m in loaded}
+    if len(splits) > 1:
+        raise ValueError(
+            "members were trained beside different validation splits (val_size, split_seed): "
+            f"{', '.join(map(str, sorted(splits)))}; each one's validation images are another's training"
+            " images, so the ensemble could not be scored or chosen on validation"
+        )
+    val_size, split_seed = splits.pop()
     classifier = EnsembleClassifier([ShiftTTA(m) if tta else m for m in loaded])
-    prepared = mnist.prepare(data_dir)
+    prepared = mnist.prepare(data_dir, val_size, split_seed)
     result = evaluation.evaluate(classifier, prepared)
     probabilities = result.pop("test_probabilities")
 
     out.mkdir(parents=True, exist_ok=True)
     # Member paths are stored relative to the ensemble folder, so runs/ can be moved as a whole.
     listed = [os.path.relpath(m.path, out) for m in loaded]
-    write_json(out / "config.json", {"model": "ensemble", "members": listed, "tta": tta})
+    write_json(
+        out / "config.json",
+        {"model": "ensemble", "members": listed, "tta": tta, "val_size": val_size, "split_seed": split_seed},
+    )
     write_json(out / "metrics.json", result)
     plots.test_figures(result, prepared.x_test, prepared.y_test, probabilities, out)
     # Last: ensemble.json marks a complete folder, so an interrupted build can simply be run again.

@@ -34,6 +34,7 @@ class TrainConfig:
     batch_size: int | None = None
     learning_rate: float | None = None
     seed: int = 0
+    split_seed: int = 0
     augment: str | None = None
     val_size: int = 5000
     train_size: int | None = None
@@ -72,6 +73,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Rebuild a config from a run's config.json, ignoring the extra keys recorded there."""
+        if "split_seed" not in values:  # runs from before split_seed: one seed drew the split too
+            values = {**values, "split_seed": values.get("seed", 0)}
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
@@ -303,7 +306,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
         log("GPU found: training with mixed precision (float16 compute, float32 weights)")
 
     # 1. Data: verified, scaled, split.
-    data = mnist.prepare(config.data_dir, config.val_size, config.seed, config.train_size)
+    data = mnist.prepare(config.data_dir, config.val_size, config.split_seed, config.train_size)
     log(
         f"data: {len(data.x_train)} train / {len(data.x_val)} validation / {len(data.x_test)} test"
         f" images, checksums verified"
