@@ -68,6 +68,7 @@ def test_evaluate_reproduces_the_runs_test_metrics(short_run, capsys, mnist_dir)
     assert result["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     # The same split as in training (seed and size from config.json), so the same validation score.
     assert result["val_accuracy"] == pytest.approx(metrics["val_accuracy"]) and result["val_accuracy"] > 0.9
+    assert result["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-4) and result["val_loss"] < 1.0
     assert np.array(result["confusion_matrix"]).sum() == 10000
 
 

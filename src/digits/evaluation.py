@@ -68,8 +68,10 @@ def evaluate(classifier, data) -> dict:
         "train_r2": train["r2"],
     }
     if len(data.x_val):
-        # What to compare models and settings by; the test figures are for the final report.
-        result["val_accuracy"] = summary(data.y_val, predict(data.x_val))["accuracy"]
+        # What to compare models and settings by (accuracy, then log loss to break ties); the test
+        # figures are for the final report.
+        val = summary(data.y_val, predict(data.x_val))
+        result["val_accuracy"], result["val_loss"] = val["accuracy"], val["loss"]
     result.update({f"test_{k}": v for k, v in summary(data.y_test, test).items()})
     result.update(report(data.y_test, test))
     result["test_probabilities"] = test
@@ -82,6 +84,7 @@ def format_text(result: dict) -> str:
         f"model           {result['model']}",
         f"train accuracy  {result['train_accuracy']:.4%}",
         *([f"val accuracy    {result['val_accuracy']:.4%}"] if "val_accuracy" in result else []),
+        *([f"val loss        {result['val_loss']:.4f}"] if "val_loss" in result else []),
         f"test accuracy   {result['test_accuracy']:.4%}",
         f"test loss       {result['test_loss']:.4f}",
         f"test R-squared  {result['test_r2']:.4f}",
