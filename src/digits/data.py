@@ -207,15 +207,19 @@ def stratified_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(idx)
 
 
-def recorded_split(folder: str | os.PathLike) -> tuple[int, int]:
-    """``(val_size, split_seed)`` of the validation split a run folder was trained beside.
+def split_of(config: dict) -> tuple[int, int]:
+    """``(val_size, split_seed)`` of the validation split a recorded run config was trained beside.
 
-    Read from the folder's ``config.json``; runs from before ``split_seed`` drew their split with their
-    one ``seed``. A folder without a config gets the default split, (5000, 0).
+    Runs from before ``split_seed`` drew their split with their one ``seed``; a config that names
+    neither gets the default split, (5000, 0).
     """
+    return config.get("val_size", 5000), config.get("split_seed", config.get("seed", 0))
+
+
+def recorded_split(folder: str | os.PathLike) -> tuple[int, int]:
+    """``split_of`` the ``config.json`` in a run folder (the default split when there is none)."""
     path = Path(folder) / "config.json"
-    values = json.loads(path.read_text()) if path.is_file() else {}
-    return values.get("val_size", 5000), values.get("split_seed", values.get("seed", 0))
+    return split_of(json.loads(path.read_text()) if path.is_file() else {})
 
 
 def prepare(

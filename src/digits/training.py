@@ -73,8 +73,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Rebuild a config from a run's config.json, ignoring the extra keys recorded there."""
-        if "split_seed" not in values:  # runs from before split_seed: one seed drew the split too
-            values = {**values, "split_seed": values.get("seed", 0)}
+        val_size, split_seed = mnist.split_of(values)  # also reads runs from before split_seed
+        values = {**values, "val_size": val_size, "split_seed": split_seed}
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
