@@ -41,6 +41,8 @@ def test_train_without_data_is_a_one_line_error(capsys, tmp_path):
     [
         (["--epochs", "0"], "epochs must be at least 1"),
         (["--learning-rate", "-1"], "learning_rate must be positive"),
+        (["--seed", "-1"], "seed must be between 0 and 4294967295"),
+        (["--split-seed", "-1"], "split_seed must be between 0 and 4294967295"),
         (["--model", "nope"], "unknown model 'nope'"),
     ],
 )

@@ -62,6 +62,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(config, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+        for name in ("seed", "split_seed"):  # the range numpy and scikit-learn accept as seeds
+            if not 0 <= getattr(config, name) < 2**32:
+                raise ValueError(f"{name} must be between 0 and {2**32 - 1}, got {getattr(config, name)}")
         if config.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {config.learning_rate}")
         if config.train_size is not None and config.train_size < 10:
