@@ -102,6 +102,18 @@ def test_predict_and_evaluate_with_a_missing_model_are_errors(capsys, tmp_path):
     assert code == 2 and "no such model file" in err
 
 
+def test_a_damaged_run_file_is_named_in_a_one_line_error(capsys, tmp_path):
+    import joblib
+    from sklearn.dummy import DummyClassifier
+
+    joblib.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), tmp_path / "model.joblib")
+    (tmp_path / "config.json").write_text('{"model": "dummy", "se')  # cut off mid-write by hand
+    code, _, err = run(capsys, "evaluate", str(tmp_path))
+    assert code == 2 and f"{tmp_path / 'config.json'}: not valid JSON" in err
+    code, _, err = run(capsys, "train", "--resume", str(tmp_path))
+    assert code == 2 and f"{tmp_path / 'config.json'}: not valid JSON" in err
+
+
 def test_bad_npy_input_is_rejected_with_its_shape(tmp_path):
     from digits.preprocess import ImageError, load_image
 

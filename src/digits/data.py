@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import struct
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits import DigitsError
+from digits import DigitsError, read_json
 
 ENV_VAR = "DIGITS_DATA_DIR"
 
@@ -219,7 +218,7 @@ def split_of(config: dict) -> tuple[int, int]:
 def recorded_split(folder: str | os.PathLike) -> tuple[int, int]:
     """``split_of`` the ``config.json`` in a run folder (the default split when there is none)."""
     path = Path(folder) / "config.json"
-    return split_of(json.loads(path.read_text()) if path.is_file() else {})
+    return split_of(read_json(path) if path.is_file() else {})
 
 
 def prepare(

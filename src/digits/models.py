@@ -5,14 +5,13 @@ Every model takes float32 images shaped (N, 28, 28, 1) in [0, 1] and outputs ten
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from digits import DigitsError
+from digits import DigitsError, read_json
 
 #: Augmentation recipes a model or ``digits train --augment`` can name (see digits.augmentation).
 AUGMENTATIONS = ("none", "affine", "elastic")
@@ -396,7 +395,7 @@ class EnsembleClassifier:
     @classmethod
     def load(cls, path: Path) -> EnsembleClassifier:
         """Load the members listed in an ensemble folder's ensemble.json."""
-        listed = json.loads(path.read_text())
+        listed = read_json(path)
         members = [load_classifier(path.parent / member) for member in listed["members"]]
         return cls([ShiftTTA(m) if listed.get("tta") else m for m in members], path)
 
@@ -409,7 +408,7 @@ def _run_name(path: Path) -> str | None:
     """The model name recorded in the run's config.json, when there is one."""
     config = path.parent / "config.json"
     if config.is_file():
-        return json.loads(config.read_text()).get("model")
+        return read_json(config).get("model")
     return None
 
 

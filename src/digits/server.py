@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from digits import DigitsError
+from digits import DigitsError, read_json
 from digits.models import DEFAULT_MODEL
 from digits.preprocess import MAX_PIXELS, ImageError, decode_image, normalise, peek_pixels, segment_digits
 
@@ -225,7 +225,7 @@ def _pixels(image: np.ndarray) -> list[list[int]]:
 
 def _model_info(classifier, path: Path) -> dict:
     metrics_file = path.parent / "metrics.json" if path.is_file() else path / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics = read_json(metrics_file) if metrics_file.is_file() else {}
     return {
         "name": classifier.name,
         "file": classifier.path.name,

@@ -8,7 +8,6 @@ last completed epoch; ``train(..., resume=True)`` continues from it.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import platform
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digits import DigitsError, evaluation, plots, write_json
+from digits import DigitsError, evaluation, plots, read_json, write_json
 from digits import data as mnist
 from digits.augmentation import augmentation
 from digits.models import AUGMENTATIONS, MODELS, STRATEGIES, KerasClassifier, build_model
@@ -297,7 +296,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
             raise FileNotFoundError(f"{out}: no config.json, so nothing to resume")
         if (out / "metrics.json").is_file():
             raise RunExists(f"{out}: this run already finished (metrics.json exists)")
-        saved = json.loads((out / "config.json").read_text())
+        saved = read_json(out / "config.json")
         config = TrainConfig.from_dict({**saved, "data_dir": config.data_dir or saved["data_dir"]})
     elif out.exists() and any(out.iterdir()):
         raise RunExists(f"{out}: folder is not empty; choose another --out, or --resume {out} to continue it")
@@ -338,7 +337,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
     initial_epoch = 0
     with strategy.scope():
         if resume and state_file.is_file():
-            state = json.loads(state_file.read_text())
+            state = read_json(state_file)
             model = keras.models.load_model(out / "checkpoints" / state["checkpoint"])
             history, initial_epoch = state["history"], state["epoch"]
             log(f"resuming {out} after epoch {initial_epoch} of {config.epochs}")
