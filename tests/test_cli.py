@@ -43,6 +43,7 @@ def test_train_without_data_is_a_one_line_error(capsys, tmp_path):
         (["--learning-rate", "-1"], "learning_rate must be positive"),
         (["--seed", "-1"], "seed must be between 0 and 4294967295"),
         (["--split-seed", "-1"], "split_seed must be between 0 and 4294967295"),
+        (["--val-size", "-1"], "val_size must be between 0 and 59999"),
         (["--model", "nope"], "unknown model 'nope'"),
     ],
 )
@@ -58,22 +59,27 @@ class _SplitDrawn(Exception):
 
 
 @pytest.mark.parametrize(
-    "flags, split_seed", [(["--seed", "3"], 0), (["--seed", "3", "--split-seed", "2"], 2)]
+    "flags, split",
+    [
+        (["--seed", "3"], (5000, 0)),
+        (["--seed", "3", "--split-seed", "2"], (5000, 2)),
+        (["--seed", "3", "--val-size", "0"], (0, 0)),
+    ],
 )
 def test_the_seed_varies_the_model_while_the_validation_split_stays(
-    capsys, tmp_path, monkeypatch, flags, split_seed
+    capsys, tmp_path, monkeypatch, flags, split
 ):
     """Ensembles are chosen on one validation split, so differently seeded members must share it."""
     drawn = []
 
     def record_split(data_dir, val_size, seed, train_size):
-        drawn.append(seed)
+        drawn.append((val_size, seed))
         raise _SplitDrawn
 
     monkeypatch.setattr("digits.data.prepare", record_split)
     with pytest.raises(_SplitDrawn):
         main(["train", "--model", "fast-cnn", "--out", str(tmp_path / "run"), *flags])
-    assert drawn == [split_seed]
+    assert drawn == [split]
 
 
 def test_runs_recorded_before_split_seed_keep_their_split():

@@ -106,23 +106,36 @@ def test_tta_averages_over_the_image_and_its_one_pixel_shifts():
     assert lit == [(13, 14), (14, 13), (14, 14), (14, 15), (15, 14)]
 
 
-def test_an_ensemble_refuses_members_trained_beside_different_validation_splits(tmp_path):
+def _dummy_runs(tmp_path, configs: dict) -> list[str]:
+    """Run folders holding a trivial scikit-learn model, each with the given config.json."""
     import joblib
     from sklearn.dummy import DummyClassifier
 
-    from digits.ensemble import build_ensemble
-
     model = DummyClassifier().fit(np.zeros((10, 784)), np.arange(10))
-    members = []
-    for name, config in [("old", {"seed": 1}), ("new", {"seed": 1, "split_seed": 0})]:
+    for name, config in configs.items():
         folder = tmp_path / name
         folder.mkdir()
         joblib.dump(model, folder / "model.joblib")
         (folder / "config.json").write_text(json.dumps({"model": "dummy", **config}))
-        members.append(str(folder))
+    return [str(tmp_path / name) for name in configs]
+
+
+def test_an_ensemble_refuses_members_trained_beside_different_validation_splits(tmp_path):
+    from digits.ensemble import build_ensemble
+
+    members = _dummy_runs(tmp_path, {"old": {"seed": 1}, "new": {"seed": 1, "split_seed": 0}})
     with pytest.raises(ValueError, match=r"different validation splits.*\(5000, 0\), \(5000, 1\)"):
         build_ensemble(members, tmp_path / "ensemble")
     assert not (tmp_path / "ensemble").exists()
+
+
+def test_an_ensemble_with_a_member_trained_on_all_images_has_no_validation_score(tmp_path, mnist_dir):
+    from digits.ensemble import build_ensemble
+
+    members = _dummy_runs(tmp_path, {"split": {"split_seed": 0}, "all": {"val_size": 0}})
+    result = build_ensemble(members, tmp_path / "ensemble", data_dir=mnist_dir)
+    assert "val_accuracy" not in result and "train_accuracy" in result
+    assert json.loads((tmp_path / "ensemble" / "config.json").read_text())["val_size"] == 0
 
 
 @pytest.mark.slow
@@ -187,7 +200,7 @@ def test_batch_norm_recalibration_measures_clean_images_and_keeps_weights():
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.layers[-1].get_weights(), strict=True))
 
 
-def test_recalibration_is_discarded_when_validation_gets_worse(monkeypatch):
+def test_recalibration_is_kept_only_when_validation_agrees_and_always_without_one(monkeypatch):
     from types import SimpleNamespace
 
     import keras
@@ -216,3 +229,10 @@ def test_recalibration_is_discarded_when_validation_gets_worse(monkeypatch):
     monkeypatch.setattr(training, "recalibrate_batch_norm", lambda m, x, seed: None)
     training.recalibrate_if_better(model, data, seed=0, log=messages.append)
     assert messages[-1].endswith("-> 100.00%, kept")
+
+    # Trained on all images, there is no validation split: the statistics are recalibrated regardless.
+    calls = []
+    monkeypatch.setattr(training, "recalibrate_batch_norm", lambda m, x, seed: calls.append(len(x)))
+    no_validation = SimpleNamespace(x_train=images, x_val=images[:0], y_val=data.y_val[:0])
+    training.recalibrate_if_better(model, no_validation, seed=0, log=messages.append)
+    assert calls == [200] and "no validation split" in messages[-1]

@@ -71,6 +71,7 @@ def cmd_train(args) -> int:
         learning_rate=args.learning_rate,
         seed=args.seed,
         split_seed=args.split_seed,
+        val_size=args.val_size,
         augment="none" if args.no_augment else args.augment,
         train_size=args.train_size,
         data_dir=args.data_dir,
@@ -188,9 +189,14 @@ def cmd_ensemble(args) -> int:
     from digits.ensemble import build_ensemble
 
     metrics = build_ensemble(args.members, args.out, data_dir=args.data_dir, tta=args.tta)
+    validation = (
+        f"validation accuracy {metrics['val_accuracy']:.4%}"
+        if "val_accuracy" in metrics
+        else "no validation score (a member was trained on all 60,000 images)"
+    )
     print(
-        f"{metrics['model']}\nvalidation accuracy {metrics['val_accuracy']:.4%}  test accuracy "
-        f"{metrics['test_accuracy']:.4%}  test R-squared {metrics['test_r2']:.4f}\nsaved to {args.out}/"
+        f"{metrics['model']}\n{validation}  test accuracy {metrics['test_accuracy']:.4%}"
+        f"  test R-squared {metrics['test_r2']:.4f}\nsaved to {args.out}/"
     )
     return 0
 
@@ -235,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="random seed of the validation split (keep it, so runs compare and ensemble on one split)",
+    )
+    train.add_argument(
+        "--val-size",
+        type=int,
+        default=5000,
+        help="validation images held out of the 60,000 (0: train on all of them, once a recipe is chosen)",
     )
     train.add_argument("--augment", choices=AUGMENTATIONS, help="augmentation recipe (default: the model's)")
     train.add_argument(

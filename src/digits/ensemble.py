@@ -15,20 +15,24 @@ def build_ensemble(members: list[str], out: str | Path, data_dir=None, tta: bool
 
     The folder then works wherever a model does: ``digits evaluate OUT``, ``digits predict OUT ...``.
     Choose members by the reported validation accuracy: it is clean when they were all trained on the
-    same ``--split-seed`` (0 unless changed), so none of them saw the validation images.
+    same ``--split-seed`` (0 unless changed), so none of them saw the validation images. Members
+    trained on all 60,000 images (``--val-size 0``, once a recipe is chosen) may join; the ensemble
+    then has no validation score, since they saw every validation image.
     """
     out = Path(out)
     if (out / "ensemble.json").exists():
         raise FileExistsError(f"{out}: already holds an ensemble; choose another --out")
     loaded = [load_classifier(member) for member in members]
-    splits = {mnist.recorded_split(m.path.parent) for m in loaded}
+    recorded = {mnist.recorded_split(m.path.parent) for m in loaded}
+    splits = {split for split in recorded if split[0] > 0}
     if len(splits) > 1:
         raise ValueError(
             "members were trained beside different validation splits (val_size, split_seed): "
             f"{', '.join(map(str, sorted(splits)))}; each one's validation images are another's training"
             " images, so the ensemble could not be scored or chosen on validation"
         )
-    val_size, split_seed = splits.pop()
+    trained_on_all = any(size == 0 for size, _ in recorded)
+    val_size, split_seed = (0, 0) if trained_on_all else splits.pop()
     classifier = EnsembleClassifier([ShiftTTA(m) if tta else m for m in loaded])
     prepared = mnist.prepare(data_dir, val_size, split_seed)
     result = evaluation.evaluate(classifier, prepared)

@@ -219,9 +219,15 @@ def recalibrate_if_better(model, data, seed: int, log=print) -> None:
 
     It matters for deep models: the resnet scored 97.4% on the validation split with the statistics
     of augmented batches and 99.1% once recalibrated; the shallow fast-cnn lost 0.1 point instead.
+    A run on all training images (``val_size`` 0) has nothing to judge by and always recalibrates:
+    of the six deep-cnn seeds judged on validation, four kept it (up to +0.08 point), two lost 0.02.
     """
     norms = _batch_norms(model)
-    if not norms or not len(data.x_val):
+    if not norms:
+        return
+    if not len(data.x_val):
+        recalibrate_batch_norm(model, data.x_train, seed)
+        log("batch-norm statistics recalibrated on clean images (no validation split to judge by)")
         return
 
     def val_accuracy() -> float:
