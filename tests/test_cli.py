@@ -34,6 +34,7 @@ def test_train_without_data_is_a_one_line_error(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "r"))
     assert code == 2
     assert err.startswith("digits: error: ") and err.count("\n") == 1 and "DIGITS_DATA_DIR" in err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,9 @@ def test_train_without_data_is_a_one_line_error(capsys, tmp_path):
         (["--learning-rate", "-1"], "learning_rate must be positive"),
         (["--seed", "-1"], "seed must be between 0 and 4294967295"),
         (["--split-seed", "-1"], "split_seed must be between 0 and 4294967295"),
-        (["--val-size", "-1"], "val_size must be between 0 and 59999"),
+        (["--val-size", "-1"], "val_size must be 0 or between 10 and 59990"),
+        (["--val-size", "5"], "val_size must be 0 or between 10 and 59990"),
+        (["--val-size", "59995"], "val_size must be 0 or between 10 and 59990"),
         (["--model", "nope"], "unknown model 'nope'"),
     ],
 )

@@ -68,8 +68,9 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be positive, got {config.learning_rate}")
         if config.train_size is not None and config.train_size < 10:
             raise ValueError(f"train_size must be at least 10, got {config.train_size}")
-        if not 0 <= config.val_size < 60000:
-            raise ValueError(f"val_size must be between 0 and 59999, got {config.val_size}")
+        # A stratified split needs an image of every digit on both sides.
+        if config.val_size and not 10 <= config.val_size <= 59990:
+            raise ValueError(f"val_size must be 0 or between 10 and 59990, got {config.val_size}")
         return config
 
     @classmethod
@@ -307,18 +308,18 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
     elif out.exists() and any(out.iterdir()):
         raise RunExists(f"{out}: folder is not empty; choose another --out, or --resume {out} to continue it")
     config = config.resolved()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
     strategy = strategy_for(config)
     if use_mixed_precision_on_gpu():
         log("GPU found: training with mixed precision (float16 compute, float32 weights)")
 
-    # 1. Data: verified, scaled, split.
+    # 1. Data: verified, scaled, split; before the run folder exists, so missing data leaves none behind.
     data = mnist.prepare(config.data_dir, config.val_size, config.split_seed, config.train_size)
     log(
         f"data: {len(data.x_train)} train / {len(data.x_val)} validation / {len(data.x_test)} test"
         f" images, checksums verified"
     )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
     write_json(
         out / "config.json",
         {**asdict(config), "versions": versions(), "data_sha256": mnist.SHA256},
