@@ -14,6 +14,7 @@ This module bridges the two, with numpy, scipy.ndimage and Pillow only:
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,10 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     if not data:
         raise ImageError("the file is empty", "empty")
     try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        with warnings.catch_warnings():
+            # Pillow warns from 89M pixels; our own limit below is far smaller and refuses such images.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:
         raise ImageError("the image has too many pixels (a decompression bomb?)", "too_large") from None
     except UnidentifiedImageError:
