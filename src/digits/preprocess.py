@@ -95,10 +95,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     if not data:
         raise ImageError("the file is empty", "empty")
     try:
-        with warnings.catch_warnings():
-            # Pillow warns from 89M pixels; our own limit below is far smaller and refuses such images.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
+        image = _open(data)
     except Image.DecompressionBombError:
         raise ImageError("the image has too many pixels (a decompression bomb?)", "too_large") from None
     except UnidentifiedImageError:
@@ -137,13 +134,21 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
 
 def peek_pixels(data: bytes) -> int:
     """The pixel count an image's header declares (0 if it has no readable header); decodes nothing."""
-    from PIL import Image
-
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+        with _open(data) as image:
             return image.width * image.height
     except Exception:  # noqa: BLE001 - decode_image will say what is wrong with it
         return 0
+
+
+def _open(data: bytes):
+    """Pillow's lazy open of an accepted format: reads the header, decodes nothing."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        # Pillow warns from 89M pixels; MAX_PIXELS is far smaller and decode_image refuses such images.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data), formats=FORMATS)
 
 
 def _to_gray(image) -> np.ndarray:
