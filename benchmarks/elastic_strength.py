@@ -5,7 +5,7 @@ elastic distortion at several strengths (alpha), and after both. A distortion th
 longer read has, in effect, relabelled the digit; training on it teaches the wrong thing. Training
 images only: the test set plays no part in choosing the strength.
 
-    PYTHONPATH=src DIGITS_DATA_DIR=/work/shared/data/mnist python benchmarks/elastic_strength.py \\
+    PYTHONPATH=src DIGITS_DATA_DIR=../shared/data/mnist python benchmarks/elastic_strength.py \\
         --models runs/deep-cnn-seed1 runs/deep-cnn-seed5
 """
 
@@ -23,14 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alphas", type=float, nargs="+", default=[12, 17, 24, 34])
     parser.add_argument("--sigma", type=float, default=4.0, help="smoothness in pixels (default 4)")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"-n must be at least 1, got {args.n}")
 
+    from digits import DigitsError
     from digits import data as mnist
     from digits.augmentation import ElasticDistortion, augmentation
     from digits.models import load_classifier
 
-    data = mnist.prepare(None)
+    try:
+        data = mnist.prepare(None)
+        readers = [load_classifier(path) for path in args.models]
+    except (OSError, DigitsError) as exc:
+        parser.error(str(exc))
     x, y = data.x_train[: args.n], data.y_train[: args.n]
-    readers = [load_classifier(path) for path in args.models]
 
     def read(distort=None) -> float:
         """Mean share of the images the models read as their label, after ``distort`` in batches of 128."""
