@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install default-model
+.PHONY: run test lint install default-model best-model
 
 $(BIN)/.installed: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,10 @@ default-model: install
 		--out runs/default-model
 	cp runs/default-model/model.keras runs/default-model/metrics.json runs/default-model/config.json \
 		src/digits/default_model/
+
+## make best-model: retrain the best single model kept in models/deep-cnn-seed5 (about 25 minutes)
+best-model: install
+	$(BIN)/digits train --model deep-cnn --seed 5 --out runs/deep-cnn-seed5
+	mkdir -p models/deep-cnn-seed5
+	cp runs/deep-cnn-seed5/model.keras runs/deep-cnn-seed5/metrics.json runs/deep-cnn-seed5/config.json \
+		models/deep-cnn-seed5/

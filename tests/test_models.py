@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,6 +177,20 @@ def test_benchmark_ensemble_and_tta_end_to_end(tmp_path, mnist_dir, capsys):
     assert evaluated["model"].endswith("+tta") and evaluated["test_accuracy"] > 0.5
     # Averaging two models should not be worse than the weaker of them.
     assert metrics["test_accuracy"] >= min(s["test_accuracy"] for s in singles)
+
+
+def test_the_shipped_best_model_is_small_and_scores_what_it_recorded(mnist_dir):
+    from digits import data
+    from digits.models import load_classifier
+
+    folder = Path(__file__).parents[1] / "models" / "deep-cnn-seed5"
+    assert (folder / "model.keras").stat().st_size < 5_000_000  # the limit for the repository
+    recorded = json.loads((folder / "metrics.json").read_text())
+    prepared = data.prepare(mnist_dir)
+    predicted = load_classifier(folder).predict_proba(prepared.x_test).argmax(axis=1)
+    accuracy = float(np.mean(predicted == prepared.y_test))
+    assert accuracy == pytest.approx(recorded["test_accuracy"], abs=1e-4)  # one image is 1e-4
+    assert accuracy > 0.995
 
 
 @pytest.mark.slow

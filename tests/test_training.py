@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -42,6 +43,8 @@ def test_a_run_folder_holds_everything_the_docs_promise(short_run):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert any((out / "logs").rglob("events.out.tfevents.*"))
     assert not (out / "checkpoints").exists()
+    # The finished model is for prediction: no optimizer state (the checkpoints kept it for resume).
+    assert getattr(keras.models.load_model(out / "model.keras"), "optimizer", None) is None
     saved = json.loads((out / "metrics.json").read_text())
     for key in (
         "model",

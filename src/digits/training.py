@@ -103,6 +103,17 @@ def _save_model_atomic(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _inference_copy(model):
+    """``model`` with its weights and without its optimizer, for the finished run's model.keras.
+
+    Resuming uses the checkpoints, which keep the optimizer; a finished model is only run, and Adam's
+    two moment estimates per weight would triple its file.
+    """
+    copy = model.__class__.from_config(model.get_config())  # clone_model would compile it again
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 # ---------------------------------------------------------------------------- the pieces of a run
 
 
@@ -372,7 +383,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
     if config.augment != "none":
         with strategy.scope():
             recalibrate_if_better(model, data, config.seed, log)
-    _save_model_atomic(model, out / "model.keras")
+    _save_model_atomic(_inference_copy(model), out / "model.keras")
 
     # 5. Evaluate on the training and test images, write metrics and plots.
     result = evaluation.evaluate(KerasClassifier(out / "model.keras"), data)
