@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from digits import DigitsError
+from digits.preprocess import decode_image
 from digits.server import DEFAULT_MODEL, create_app, resolve_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,6 +149,26 @@ def test_predict_number(client):
     assert all(np.array(d["processed"]).shape == (28, 28) for d in body["digits"])
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_boxes_and_size_of_a_phone_photo_stored_sideways_are_upright(client, fmt):
+    # Phones store a portrait photo's pixels sideways and record the quarter turn in EXIF.
+    upright = Image.new("L", (3000, 600), 255)
+    draw = ImageDraw.Draw(upright)
+    draw.line([(500, 100), (500, 500)], fill=0, width=40)
+    draw.line([(2000, 100), (2000, 500)], fill=0, width=40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    sideways = png(upright.rotate(90, expand=True), fmt, exif=exif)
+    answers = [
+        client.post("/api/predict-number", **upload(data, f"d.{fmt}", f"image/{fmt}")).json()
+        for data in (png(upright, fmt), sideways)
+    ]
+    assert [a["image"]["width"] for a in answers] == [3000, 3000]
+    assert [a["image"]["height"] for a in answers] == [600, 600]
+    boxes = [[(d["box"]["x"], d["box"]["width"]) for d in a["digits"]] for a in answers]
+    assert np.abs(np.array(boxes[0]) - np.array(boxes[1])).max() <= 6
+
+
 def test_predict_number_boxes_are_in_original_pixels(client):
     # Wider than the working resolution, so the image is reduced before segmenting.
     image = Image.new("L", (3000, 600), 255)
@@ -229,10 +250,13 @@ def test_uploaded_file_that_declares_a_non_image_type(client):
     assert_refused(client, response, 415, "unsupported_media_type")
 
 
-def test_malformed_json(client):
-    response = client.post(
-        "/api/predict", content=b'{"image": ', headers={"content-type": "application/json"}
-    )
+@pytest.mark.parametrize(
+    "body",
+    [b'{"image": ', b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 30_000 + b"1" + b"}" * 30_000],
+    ids=["cut-off", "nested-lists", "nested-objects"],
+)
+def test_malformed_json(client, body):
+    response = client.post("/api/predict", content=body, headers={"content-type": "application/json"})
     assert_refused(client, response, 400, "bad_request")
 
 
@@ -268,6 +292,16 @@ def test_malformed_multipart(client):
     assert_refused(client, response, 400, "bad_request")
 
 
+def test_multipart_cut_off_before_its_closing_boundary(client):
+    part = b'--B\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n'
+    part += b"Content-Type: image/png\r\n\r\n" + png(seven())
+    headers = {"content-type": "multipart/form-data; boundary=B"}
+    response = client.post("/api/predict", content=part, headers=headers)
+    assert_refused(client, response, 400, "bad_request")
+    complete = client.post("/api/predict", content=part + b"\r\n--B--\r\n", headers=headers)
+    assert complete.status_code == 200, complete.text
+
+
 @pytest.mark.parametrize("fmt", ["GIF", "PNG", "TIFF", "WEBP"])
 def test_animated_or_multi_page(client, fmt):
     frames = [seven(), seven().rotate(30, fillcolor=255)]
@@ -297,10 +331,10 @@ def test_alpha_image_is_read_like_its_opaque_version(client):
     assert np.abs(np.array(with_alpha["processed"]) - np.array(opaque["processed"])).max() <= 20
 
 
-def test_wrong_method_and_unknown_path(client):
-    assert client.get("/api/predict").status_code == 405
-    assert client.get("/api/nothing").status_code == 404
-    assert client.get("/api/health").status_code == 200
+def test_wrong_method_and_unknown_path_get_the_api_error_body(client):
+    assert_refused(client, client.get("/api/predict"), 405, "method_not_allowed")
+    assert_refused(client, client.get("/api/nothing"), 404, "not_found")
+    assert client.head("/").status_code == 200
 
 
 def test_fuzzed_uploads_never_cause_a_server_error(client):
@@ -316,6 +350,66 @@ def test_fuzzed_uploads_never_cause_a_server_error(client):
 
 
 # ---------------------------------------------------------------------------- the model
+
+
+def test_big_images_are_decoded_a_few_at_a_time(untrained_model, monkeypatch):
+    import threading
+    import time
+
+    from digits import server
+
+    running, most, lock = 0, 0, threading.Lock()
+
+    def counting_decode(*args):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return decode_image(*args)
+
+    monkeypatch.setattr(server, "decode_image", counting_decode)
+    app = create_app(untrained_model)
+    big = png(seven(size=(700, 700)))  # over the pixel count decoded inline
+
+    async def fire():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as session:
+            return await asyncio.gather(*(session.post("/api/predict", **upload(big)) for _ in range(8)))
+
+    assert all(r.status_code == 200 for r in asyncio.run(fire()))
+    assert most == server._BIG_DECODES
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--port", "70000"], "port must be between 0 and 65535"),
+        (["--max-upload-mb", "0"], "must be positive"),
+    ],
+)
+def test_serve_refuses_impossible_settings(untrained_model, capsys, flags, message):
+    from digits.cli import main
+
+    assert main(["serve", "--model", str(untrained_model), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_one_worker_on_a_taken_port_fails_before_loading_the_model(untrained_model, capsys, monkeypatch):
+    import socket
+
+    from digits import server
+    from digits.cli import main
+
+    monkeypatch.setattr(server, "create_app", lambda *a, **k: pytest.fail("the model was loaded"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", str(untrained_model), "--workers", "1", "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_missing_model_is_a_clear_error(tmp_path):

@@ -90,7 +90,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     files, images over ``max_pixels`` and truncated files. 16-bit images are scaled to [0, 1];
     transparent ones are composited onto paper; EXIF rotation is applied.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
     if not data:
         raise ImageError("the file is empty", "empty")
@@ -121,6 +121,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
                 # Decode big JPEGs at a reduced scale straight away: much faster, same result.
                 image.draft(image.mode, (WORK_SIDE, WORK_SIDE))
             image.load()
+            if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
+                width, height = height, width  # a quarter turn: boxes are reported upright
             ImageOps.exif_transpose(image, in_place=True)  # phones record rotation in EXIF
             gray = _to_gray(image)
         except ImageError:

@@ -8,7 +8,7 @@ of the API: the usual Swagger UI loads from a CDN).
 
 Every bad input is answered with a 4xx and a JSON body ``{"error": CODE, "detail": MESSAGE}``:
 
-* 400 ``bad_request``: malformed JSON, base64 or multipart body;
+* 400 ``bad_request``: malformed JSON (nested too deeply included), base64 or multipart body;
 * 413 ``too_large``: a request body over the upload limit (checked before decoding), or an image
   whose header claims more than ``max_pixels`` pixels (a decompression bomb);
 * 415 ``unsupported_media_type``: a request that is neither multipart nor JSON, or an uploaded file
@@ -16,6 +16,8 @@ Every bad input is answered with a 4xx and a JSON body ``{"error": CODE, "detail
 * 422: a well-formed request whose image cannot be used: ``missing_image``, ``not_an_image``,
   ``truncated``, ``animated``, ``unsupported_mode``, ``empty``, ``too_many_digits`` and ``no_digit``
   (the image decoded but is blank).
+
+Unknown paths and wrong methods get the same body: 404 ``not_found``, 405 ``method_not_allowed``.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from digits import DigitsError, read_json
@@ -55,6 +58,9 @@ STATIC = Path(__file__).parent / "static"
 # that one large photo does not stall every other request.
 _INLINE_BYTES = 128 * 1024
 _INLINE_PIXELS = 512 * 512
+# Big images decode in at most this many threads per process: a 25-megapixel 16-bit PNG needs a few
+# hundred MB while it is converted, and a few KB of such uploads must not add up to all the memory.
+_BIG_DECODES = 2
 _IMAGE_PART_TYPES = ("image/", "application/octet-stream")
 
 
@@ -171,6 +177,8 @@ def _from_json(body: bytes) -> bytes:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_request", f"malformed JSON ({exc})") from None
+    except RecursionError:
+        raise ApiError(400, "bad_request", "malformed JSON (nested too deeply)") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
         raise ApiError(422, "missing_image", 'expected a JSON object {"image": "<base64 PNG or JPEG>"}')
     text = payload["image"]
@@ -188,6 +196,12 @@ def _from_json(body: bytes) -> bytes:
 async def _from_multipart(request: Request, body: bytes) -> bytes:
     async def stream():
         yield body
+
+    # Starlette's parser accepts a body cut off before its closing boundary; a cut-off upload is
+    # a malformed request, not a form without a file.
+    boundary = request.headers.get("content-type", "").partition("boundary=")[2].split(";")[0].strip('" ')
+    if boundary and b"--" + boundary.encode("latin-1") + b"--" not in body:
+        raise ApiError(400, "bad_request", "malformed multipart form (no closing boundary)")
 
     try:
         form = await MultiPartParser(request.headers, stream(), max_files=1, max_fields=10).parse()
@@ -305,6 +319,13 @@ def create_app(
     async def api_error(request: Request, exc: ApiError):
         return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+    big_decodes = anyio.CapacityLimiter(_BIG_DECODES)
+
     async def decoded(request: Request, prepare):
         """Read and decode the upload, then ``prepare`` its grayscale pixels: (image, prepared), ms."""
         start = time.perf_counter()
@@ -319,7 +340,7 @@ def create_app(
             if len(data) <= _INLINE_BYTES and peek_pixels(data) <= _INLINE_PIXELS:
                 result = work(data)
             else:
-                result = await run_in_threadpool(work, data)
+                result = await anyio.to_thread.run_sync(work, data, limiter=big_decodes)
         except ImageError as exc:
             status = 413 if exc.code == "too_large" else 422
             raise ApiError(status, exc.code, str(exc)) from None
@@ -331,7 +352,7 @@ def create_app(
         times["total_ms"] = (end - start) * 1e3
         return {key: round(value, 3) for key, value in times.items()}
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index():
         return FileResponse(STATIC / "index.html")
 
@@ -442,14 +463,17 @@ def serve(
 
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {port}")
+    if max_upload_bytes < 1:
+        raise ValueError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
     settings = {
         "model_path": str(resolve_model_path(model_path)),  # fail here, before any worker starts
         "max_upload_bytes": max_upload_bytes,
         "tf_threads": tf_threads,
     }
     options = dict(host=host, port=port, access_log=access_log, log_level="info")
-    if workers > 1:
-        _check_port_free(host, port)
+    _check_port_free(host, port)  # before the model loads, and workers sharing a port would not fail
     print(f"serving on http://{host}:{port}/  (API: /api/predict, /docs; Ctrl-C to stop)", flush=True)
     if workers == 1:
         uvicorn.run(_app_from_settings(settings), **options)
