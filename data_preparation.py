@@ -25,13 +25,13 @@ try:
         print(f"  {row['status']:<6} {row['file']:<28} {row.get('error', row.get('path', ''))}")
     # 2. Prepared arrays
     prepared = data.prepare(args.data_dir, val_size=args.val_size, seed=args.seed)
-except DigitsError as exc:
+except (DigitsError, ValueError) as exc:
     sys.exit(f"data_preparation.py: error: {exc}")
 
 print("\nprepared arrays")
 for split in ("train", "val", "test"):
     x, y = getattr(prepared, f"x_{split}"), getattr(prepared, f"y_{split}")
-    value_range = f"[{x.min():.1f}, {x.max():.1f}]"
+    value_range = f"[{x.min():.1f}, {x.max():.1f}]" if len(x) else "(empty)"
     print(f"  x_{split:<5} {str(x.shape):<18} {x.dtype}  range {value_range}   y_{split} {y.shape}")
 
 # 3. Class balance

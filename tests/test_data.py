@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from conftest import write_idx
 
 from digits import data
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -133,3 +137,21 @@ def test_prepare_scales_reshapes_and_splits_stratified_and_seeded(mnist_dir):
     assert not np.array_equal(other.y_val, prepared.y_val)
     subset = data.prepare(mnist_dir, val_size=5000, seed=0, train_size=1000)
     assert len(subset.x_train) == 1000 and np.bincount(subset.y_train).min() >= 85
+
+
+def test_an_impossible_split_is_refused_before_any_data_is_read(tmp_path):
+    for bad in (dict(val_size=5), dict(val_size=60000), dict(seed=-1), dict(train_size=3)):
+        with pytest.raises(ValueError, match="must be"):
+            data.prepare(tmp_path / "no-data-here", **bad)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [(["--val-size", "0"], "x_val   (0, 28, 28, 1)"), (["--val-size", "5"], "error: val_size must be")],
+)
+def test_data_preparation_script_refits_or_refuses_in_one_line(mnist_dir, flags, expected):
+    command = [sys.executable, str(ROOT / "data_preparation.py"), "--data-dir", str(mnist_dir), *flags]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert expected in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.returncode == (0 if flags[1] == "0" else 1)

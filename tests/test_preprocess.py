@@ -377,3 +377,18 @@ def test_load_image_keeps_npy_arrays(tmp_path):
     array[5:20, 12:15] = 255
     np.save(tmp_path / "one.npy", array)
     assert np.array_equal(load_image(tmp_path / "one.npy"), array / 255.0)
+
+
+def test_npy_arrays_that_hold_no_usable_digit_are_refused(tmp_path):
+    for name, value in [("nan", np.nan), ("inf", np.inf), ("negative", -1.0)]:
+        array = np.zeros((28, 28), np.float32)
+        array[5:20, 12:15] = value
+        np.save(tmp_path / f"{name}.npy", array)
+        with pytest.raises(ImageError, match="not NaN, infinite or negative"):
+            load_image(tmp_path / f"{name}.npy")
+    np.save(tmp_path / "blank.npy", np.zeros((28, 28), np.uint8))
+    with pytest.raises(NoDigitError, match="blank"):
+        load_image(tmp_path / "blank.npy")
+    (tmp_path / "notes.npy").write_text("just some text")
+    with pytest.raises(ImageError, match="no NumPy header"):
+        load_image(tmp_path / "notes.npy")

@@ -412,6 +412,20 @@ def test_one_worker_on_a_taken_port_fails_before_loading_the_model(untrained_mod
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+def test_workers_report_a_damaged_model_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    damaged = tmp_path / "model.keras"
+    damaged.write_bytes(b"PK\x03\x04 not really a zip")
+    command = [sys.executable, "-m", "digits.cli", "serve", "--model", str(damaged), "--workers", "2"]
+    done = subprocess.run(
+        [*command, "--port", str(_free_port())], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert f"{damaged}: not a readable model file" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(DigitsError, match="no model there"):
         resolve_model_path(tmp_path / "nothing.keras")

@@ -90,6 +90,12 @@ def test_predict_reads_test_digits_from_npy_and_png(short_run, capsys, tmp_path,
     assert all(len(row["probabilities"]) == 10 and 0 < row["confidence"] <= 1 for row in rows)
 
 
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), 0.0])
+def test_a_learning_rate_that_is_not_a_positive_number_is_refused(rate):
+    with pytest.raises(ValueError, match="learning_rate must be positive and finite"):
+        TrainConfig(learning_rate=rate).resolved()
+
+
 def test_same_seed_same_result(tmp_path, mnist_dir):
     config = TrainConfig(epochs=1, train_size=2000, val_size=500, data_dir=str(mnist_dir))
     first = train(config, tmp_path / "a", log=lambda *_: None)

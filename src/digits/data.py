@@ -221,6 +221,17 @@ def recorded_split(folder: str | os.PathLike) -> tuple[int, int]:
     return split_of(read_json(path) if path.is_file() else {})
 
 
+def check_split(val_size: int, seed: int, train_size: int | None = None) -> None:
+    """Raise ``ValueError`` for a split ``prepare`` cannot make, before any data is loaded."""
+    if not 0 <= seed < 2**32:  # the range numpy and scikit-learn accept as seeds
+        raise ValueError(f"split_seed must be between 0 and {2**32 - 1}, got {seed}")
+    # A stratified split needs an image of every digit on both sides.
+    if val_size and not 10 <= val_size <= 59990:
+        raise ValueError(f"val_size must be 0 or between 10 and 59990, got {val_size}")
+    if train_size is not None and train_size < 10:
+        raise ValueError(f"train_size must be at least 10, got {train_size}")
+
+
 def prepare(
     data_dir: str | os.PathLike | None = None,
     val_size: int = 5000,
@@ -235,6 +246,7 @@ def prepare(
     """
     from sklearn.model_selection import train_test_split
 
+    check_split(val_size, seed, train_size)
     (x_train, y_train), (x_test, y_test) = load_mnist(data_dir)
     if val_size:
         x_train, x_val, y_train, y_val = train_test_split(

@@ -438,6 +438,9 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def _from_array(path: Path) -> np.ndarray:
+    with path.open("rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # else numpy blames "pickled data" for any other file
+            raise ImageError(f"{path}: not a .npy array (no NumPy header)")
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -446,4 +449,10 @@ def _from_array(path: Path) -> np.ndarray:
     if array.shape != (28, 28) or not np.issubdtype(array.dtype, np.number):
         raise ImageError(f"{path}: expected a numeric 28x28 array, got {array.dtype} {array.shape}")
     array = array.astype(np.float32)
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+        raise ImageError(
+            f"{path}: expected pixel values in [0, 1] or [0, 255], not NaN, infinite or negative"
+        )
+    if array.max() == 0:
+        raise NoDigitError(f"{path}: no digit found: the array is blank")
     return array / 255.0 if array.max() > 1.0 else array

@@ -546,7 +546,11 @@ def _run_reuse_port_workers(workers: int, settings: dict, options: dict) -> None
 def _reuse_port_worker(settings: dict, options: dict) -> None:
     import uvicorn
 
-    app = _app_from_settings(settings)
+    try:
+        app = _app_from_settings(settings)
+    except DigitsError as exc:  # a damaged model file: one line, not a traceback from each worker
+        print(f"digits: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     host, port = options["host"], options["port"]
     sock = _socket_for(host)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -8,6 +8,7 @@ last completed epoch; ``train(..., resume=True)`` continues from it.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import platform
 import sys
@@ -61,16 +62,11 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(config, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
-        for name in ("seed", "split_seed"):  # the range numpy and scikit-learn accept as seeds
-            if not 0 <= getattr(config, name) < 2**32:
-                raise ValueError(f"{name} must be between 0 and {2**32 - 1}, got {getattr(config, name)}")
-        if config.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {config.learning_rate}")
-        if config.train_size is not None and config.train_size < 10:
-            raise ValueError(f"train_size must be at least 10, got {config.train_size}")
-        # A stratified split needs an image of every digit on both sides.
-        if config.val_size and not 10 <= config.val_size <= 59990:
-            raise ValueError(f"val_size must be 0 or between 10 and 59990, got {config.val_size}")
+        if not 0 <= config.seed < 2**32:  # the range numpy and scikit-learn accept as seeds
+            raise ValueError(f"seed must be between 0 and {2**32 - 1}, got {config.seed}")
+        if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+            raise ValueError(f"learning_rate must be positive and finite, got {config.learning_rate}")
+        mnist.check_split(config.val_size, config.split_seed, config.train_size)
         return config
 
     @classmethod
@@ -373,6 +369,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
             validation_data=val_ds,
             epochs=config.epochs,
             initial_epoch=initial_epoch,
+            shuffle=False,  # the dataset shuffles itself; Keras would only warn that it cannot
             verbose=1 if sys.stdout.isatty() else 2,
             callbacks=[
                 EpochCheckpoint(out, history),
