@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import threading
@@ -80,14 +81,55 @@ def browser():
         browser.close()
 
 
+# Test hook, run before the page's own script: window.delays holds extra milliseconds for the next
+# answers, one per request, so that a test can make an answer arrive late; window.pending counts the
+# requests whose answer the page has not read yet.
+SLOW_FETCH = """
+window.delays = [];
+window.pending = 0;
+const realFetch = window.fetch;
+window.fetch = async (...args) => {
+  const delay = window.delays.shift() || 0;
+  window.pending++;
+  const response = await realFetch(...args);
+  await new Promise((resolve) => setTimeout(resolve, delay));
+  const json = response.json.bind(response);
+  response.json = async () => {
+    try { return await json(); } finally { setTimeout(() => window.pending--, 0); }
+  };
+  return response;
+};
+"""
+
+
+def open_page(browser, url: str, **options):
+    context = browser.new_context(**options)
+    context.add_init_script(SLOW_FETCH)
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("body[data-state=idle]")
+    return page
+
+
 @pytest.fixture
 def page(browser, server_url):
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    page.goto(server_url + "/")
-    page.wait_for_selector("body[data-state=idle]")
+    page = open_page(browser, server_url + "/", viewport={"width": 1100, "height": 900})
     yield page
-    context.close()
+    page.context.close()
+
+
+@pytest.fixture
+def phone(browser, server_url):
+    page = open_page(
+        browser,
+        server_url + "/",
+        viewport={"width": 360, "height": 740},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    yield page
+    page.context.close()
 
 
 def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
@@ -108,8 +150,57 @@ def prediction(page) -> str:
     return page.locator("#digit").inner_text()
 
 
+def settle(page) -> None:
+    """Wait until the page has read the answer to every request it sent (late ones included)."""
+    page.wait_for_function("window.pending === 0", timeout=15_000)
+
+
+def picture(size: tuple[int, int], lines: list[list[tuple[int, int]]], width: int, **save) -> bytes:
+    """A PNG of black lines (lists of points, in pixels) on white paper."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, "white")
+    pen = ImageDraw.Draw(image)
+    for line in lines:
+        pen.line(line, fill="black", width=width, joint="curve")
+    out = io.BytesIO()
+    image.save(out, "PNG", **save)
+    return out.getvalue()
+
+
+def upload(page, data: bytes, name: str = "digit.png") -> None:
+    page.set_input_files("#file", files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+
+
+def text_box(locator) -> dict:
+    """Where an element's text is drawn, which can overflow the element's own box."""
+    return locator.evaluate(
+        """(e) => {
+            const range = document.createRange();
+            range.selectNodeContents(e);
+            const b = range.getBoundingClientRect();
+            return {x: b.x, y: b.y, width: b.width, height: b.height};
+        }"""
+    )
+
+
+def boxes_overlap(a: dict, b: dict) -> bool:
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
+
+
 SEVEN = [[(0.38, 0.22), (0.62, 0.22), (0.45, 0.82)]]
 ONE = [[(0.50, 0.18), (0.50, 0.84)]]
+SEVEN_PNG = picture((300, 300), [[(90, 60), (210, 60), (130, 250)]], 22)
+TWELVE_PNG = picture(
+    (400, 240), [[(100, 40), (100, 200)], [(220, 60), (300, 60), (300, 120), (220, 190), (310, 190)]], 20
+)
+# Twelve separate strokes: read as a 12-digit number.
+LONG_NUMBER_PNG = picture((1300, 240), [[(60 + 100 * i, 40), (60 + 100 * i, 200)] for i in range(12)], 20)
 
 
 def test_hand_drawn_seven_is_read(page):
@@ -118,6 +209,18 @@ def test_hand_drawn_seven_is_read(page):
     bars = page.locator("#bars li")
     assert bars.count() == 10
     assert "top" in (bars.nth(7).get_attribute("class") or "")
+    # The top bar's fill is drawn as wide as its percentage of the track (after its transition).
+    percent = float(bars.nth(7).locator(".pct").inner_text().rstrip("%"))
+    assert percent > 50
+    track = bars.nth(7).locator(".track").bounding_box()
+    page.wait_for_function(
+        """([pct, width]) => {
+            const fill = document.querySelectorAll('#bars .fill')[7].getBoundingClientRect();
+            return fill.height > 0 && Math.abs(fill.width - width * pct / 100) < 2;
+        }""",
+        arg=[percent, track["width"]],
+        timeout=5_000,
+    )
     assert page.locator("#timing").inner_text().startswith("Server time")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-seven.png"), full_page=True)
@@ -139,24 +242,110 @@ def test_undo_clear_and_draw_again(page):
 
 
 def test_uploaded_file_is_read(page):
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (300, 300), "white")
-    ImageDraw.Draw(image).line([(150, 50), (150, 250)], fill="black", width=22)
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    page.set_input_files(
-        "#file", files=[{"name": "one.png", "mimeType": "image/png", "buffer": out.getvalue()}]
-    )
+    with page.expect_response("**/api/predict") as answer:
+        upload(page, picture((300, 300), [[(150, 50), (150, 250)]], 22), "one.png")
     assert prediction(page) == "1"
     assert page.locator("#preview").is_visible()
+    assert answer.value.json()["image"]["width"] == 300  # a small image is sent as it is
 
 
-def test_whole_number_mode(page):
+def test_large_photo_is_scaled_down_before_upload(page):
+    # 2000x1000 and stored uncompressed: 6 MB, over the server's 5 MB limit, like a phone photo.
+    big = picture((2000, 1000), [[(750, 150), (1250, 150), (900, 880)]], 70, compress_level=0)
+    assert len(big) > 5 * 1024 * 1024
+    with page.expect_response("**/api/predict") as answer:
+        upload(page, big, "photo.png")
+    assert prediction(page) == "7"
+    image = answer.value.json()["image"]
+    assert max(image["width"], image["height"]) <= 1600
+    assert image["width"] / image["height"] == pytest.approx(2, rel=0.01)
+
+
+def test_only_the_latest_answer_is_shown(page):
+    # Clear while the drawing's answer is on its way: the page stays empty.
+    page.evaluate("window.delays = [800, 800, 800]")
+    draw(page, ONE)
+    page.wait_for_function("document.body.dataset.state === 'busy'")
+    page.click("#clear")
+    settle(page)
+    assert page.locator("#digit").inner_text() == "–"
+    assert page.locator("#status").inner_text() == "Draw a digit to start"
+
+    # A file chosen while the drawing's answer is late: the file's answer is the one shown.
+    page.evaluate("window.delays = [800]")
+    draw(page, ONE)
+    page.wait_for_function("document.body.dataset.state === 'busy'")
+    upload(page, SEVEN_PNG)
+    settle(page)
+    assert prediction(page) == "7"
+
+    # Switching to numbers and straight back while the number's answer is late: one digit shown.
+    upload(page, TWELVE_PNG)
+    prediction(page)
+    page.evaluate("window.delays = [800]")
     page.click("text=A whole number")
-    draw(page, [[(0.2, 0.2), (0.2, 0.8)]])
-    draw(page, [[(0.45, 0.22), (0.65, 0.22), (0.5, 0.8)]])
-    assert prediction(page) == "17"
-    assert page.locator("#pieces li").count() == 2
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "browser-number.png"), full_page=True)
+    page.click("text=One digit")
+    settle(page)
+    assert len(prediction(page)) == 1
+    assert page.locator("#bars").is_visible()
+    assert page.locator("#pieces-box").is_hidden()
+
+
+def test_phone_layout_and_long_numbers(phone):
+    width = 360
+    assert phone.evaluate("document.documentElement.scrollWidth") <= width
+    clear = phone.locator("#clear").bounding_box()
+    assert clear["x"] >= 0 and clear["x"] + clear["width"] <= width
+    title = phone.locator("h1")
+    line = float(title.evaluate("(e) => parseFloat(getComputedStyle(e).fontSize)"))
+    assert title.bounding_box()["height"] < 2 * line  # "Digit reader" on one line
+
+    phone.click("text=A whole number")
+    upload(phone, LONG_NUMBER_PNG)
+    for size in [(360, 740), (1100, 900)]:
+        phone.set_viewport_size({"width": size[0], "height": size[1]})
+        assert prediction(phone) == "1" * 12
+        number, text = text_box(phone.locator("#digit")), text_box(phone.locator(".answer-text"))
+        assert not boxes_overlap(number, text), size
+        card = phone.locator(".card.output").bounding_box()
+        assert number["x"] + number["width"] <= card["x"] + card["width"], size
+        assert phone.evaluate("document.documentElement.scrollWidth") <= size[0]
+        if size[0] == 360:
+            ARTIFACTS.mkdir(exist_ok=True)
+            phone.screenshot(path=str(ARTIFACTS / "browser-phone.png"), full_page=True)
+
+
+def test_accessibility_and_drops(page):
+    # Both canvases have a role and a name; status and warnings are announced.
+    assert page.get_by_role("img", name=re.compile("Drawing area")).count() == 1
+    assert page.get_by_role("img", name=re.compile("28 by 28")).count() == 1
+    for selector in ["#status", "#flag"]:
+        live = page.locator(selector).evaluate(
+            "(e) => e.getAttribute('aria-live') || ['status', 'alert'].includes(e.getAttribute('role'))"
+        )
+        assert live, selector
+
+    # An image dropped on the drawing canvas is read.
+    files = page.evaluate_handle(
+        """(bytes) => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(bytes)], "seven.png", {type: "image/png"}));
+            return data;
+        }""",
+        list(SEVEN_PNG),
+    )
+    page.dispatch_event("#pad", "drop", {"dataTransfer": files})
+    assert prediction(page) == "7"
+    assert page.locator("#preview").is_visible()
+    # Drawing, or Clear, puts the upload's thumbnail away.
+    draw(page, ONE)
+    assert prediction(page) == "1"
+    assert page.locator("#preview").is_hidden()
+    upload(page, SEVEN_PNG)
+    assert prediction(page) == "7"
+    page.click("#clear")
+    assert page.locator("#preview").is_hidden()
+    assert page.locator("#digit").inner_text() == "–"
+
+    # The page names its icon, so the browser does not ask for a missing /favicon.ico.
+    assert page.locator("head link[rel~=icon]").count() == 1

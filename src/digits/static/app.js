@@ -12,11 +12,14 @@ const pieces = $("pieces");  // the per-digit views of a number
 const strokes = [];          // each: {width, points: [[x, y], ...]}; redrawn from scratch on undo
 let current = null;          // the stroke being drawn
 let source = "canvas";       // what the last prediction was of: "canvas" or "file"
-let uploaded = null;         // the uploaded File, re-read when the mode changes
-let inFlight = false;        // one request at a time; a change meanwhile is sent when it returns
-let dirty = false;
+let uploaded = null;         // a promise of the uploaded image (scaled down if big), resent when the mode changes
+let latest = 0;              // number of the latest request: answers to older ones are dropped
+let inFlight = false;        // the latest request is on its way: drawing waits for it (one at a time)
+let dirty = false;           // the drawing changed meanwhile: sent when the answer comes back
 let debounce = null;
 const DEBOUNCE_MS = 120;
+let maxUploadBytes = 5 * 1024 * 1024;  // the server's limit, updated from /api/model
+const MAX_SIDE = 1600;       // longer side of big images once scaled down: plenty for a digit
 
 // ---------------------------------------------------------------- probability bars
 
@@ -51,7 +54,7 @@ function redraw() {
   const empty = strokes.length === 0;
   $("pad-hint").hidden = !empty;
   $("undo").disabled = empty;
-  $("clear").disabled = empty;
+  $("clear").disabled = empty && !uploaded;
 }
 
 function point(event) {
@@ -66,7 +69,7 @@ pad.addEventListener("pointerdown", (event) => {
   pad.setPointerCapture(event.pointerId);
   current = {width: Number(strokeInput.value), points: [point(event)]};
   strokes.push(current);
-  source = "canvas";
+  useCanvas();
   redraw();
   schedule();
 });
@@ -90,12 +93,14 @@ pad.addEventListener("pointercancel", endStroke);
 
 $("undo").addEventListener("click", () => {
   strokes.pop();
+  useCanvas();
   redraw();
   if (strokes.length) schedule(0); else showIdle();
 });
 
 $("clear").addEventListener("click", () => {
   strokes.length = 0;
+  useCanvas();
   redraw();
   showIdle();
 });
@@ -106,6 +111,7 @@ strokeInput.addEventListener("input", () => {
 
 for (const radio of document.querySelectorAll('input[name="mode"]')) {
   radio.addEventListener("change", () => {
+    forgetRequests();  // an answer for the other mode is out of date
     if (source === "file" && uploaded) send(uploaded);
     else if (strokes.length) schedule(0);
     else showIdle();
@@ -124,28 +130,83 @@ fileInput.addEventListener("change", () => {
   if (fileInput.files.length) useFile(fileInput.files[0]);
   fileInput.value = "";
 });
-for (const name of ["dragenter", "dragover"]) {
-  drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.add("over"); });
+// The drop zone and the drawing pad light up under a dragged file.
+for (const target of [drop, pad]) {
+  for (const name of ["dragenter", "dragover"]) target.addEventListener(name, () => target.classList.add("over"));
+  for (const name of ["dragleave", "drop"]) target.addEventListener(name, () => target.classList.remove("over"));
 }
-for (const name of ["dragleave", "drop"]) {
-  drop.addEventListener(name, () => drop.classList.remove("over"));
-}
-drop.addEventListener("drop", (event) => {
+// A file dropped anywhere on the page is read (and the browser does not navigate away to show it).
+for (const name of ["dragenter", "dragover"]) window.addEventListener(name, (event) => event.preventDefault());
+window.addEventListener("drop", (event) => {
   event.preventDefault();
-  if (event.dataTransfer.files.length) useFile(event.dataTransfer.files[0]);
+  if (event.dataTransfer && event.dataTransfer.files.length) useFile(event.dataTransfer.files[0]);
 });
-// A file dropped anywhere else must not make the browser navigate away from the page.
-window.addEventListener("dragover", (event) => event.preventDefault());
-window.addEventListener("drop", (event) => event.preventDefault());
 
 function useFile(file) {
-  uploaded = file;
+  clearTimeout(debounce);  // a drawing change not yet sent is superseded by the file
   source = "file";
+  uploaded = shrink(file);
   const preview = $("preview");
   if (preview.src) URL.revokeObjectURL(preview.src);
   preview.src = URL.createObjectURL(file);
   preview.hidden = false;
-  send(file);
+  redraw();  // enables Clear
+  send(uploaded);
+}
+
+// Back to reading the drawing: the upload and its thumbnail go.
+function useCanvas() {
+  if (source === "file") forgetUpload();
+  source = "canvas";
+}
+
+function forgetUpload() {
+  uploaded = null;
+  const preview = $("preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.removeAttribute("src");
+  preview.hidden = true;
+}
+
+// A phone photo (12 MP, ~8 MB) is over the server's upload limit: images whose longer side is over
+// MAX_SIDE, or whose file is over the limit, are redrawn at most MAX_SIDE pixels long and re-encoded.
+// Anything else, or anything the browser cannot decode (TIFF), is sent as it is.
+async function shrink(file) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, {imageOrientation: "from-image"});  // EXIF rotation applied
+  } catch {
+    return file;
+  }
+  const longer = Math.max(bitmap.width, bitmap.height);
+  if (longer <= MAX_SIDE && file.size <= maxUploadBytes) {
+    bitmap.close();
+    return file;
+  }
+  const scale = Math.min(1, MAX_SIDE / longer);
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+  canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+  const c = canvas.getContext("2d");
+  c.imageSmoothingQuality = "high";
+  // PNG keeps the transparency of images that may have some (the server picks the paper colour
+  // from it); JPEG, much smaller, for photos, on white in case the PNG was still too big.
+  const draw = () => c.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  draw();
+  let blob = null;
+  if (/png|gif|webp/.test(file.type)) blob = await encode(canvas, "image/png");
+  if (!blob || blob.size > maxUploadBytes) {
+    c.fillStyle = "#fff";
+    c.fillRect(0, 0, canvas.width, canvas.height);
+    draw();
+    blob = await encode(canvas, "image/jpeg", 0.92);
+  }
+  bitmap.close();
+  return blob || file;
+}
+
+function encode(canvas, type, quality) {
+  return new Promise((resolve) => canvas.toBlob(resolve, type, quality));
 }
 
 // ---------------------------------------------------------------- predicting
@@ -166,32 +227,50 @@ upload.width = pad.width / 4;
 upload.height = pad.height / 4;
 
 function sendCanvas() {
-  if (!strokes.length) return;
+  if (!strokes.length || source !== "canvas") return;
   if (inFlight) { dirty = true; return; }
   const c = upload.getContext("2d");
   c.imageSmoothingQuality = "high";
   c.drawImage(pad, 0, 0, upload.width, upload.height);
-  upload.toBlob((blob) => send(blob), "image/png");
+  send(encode(upload, "image/png"));
 }
 
-async function send(blob) {
+// Sends an image (or a promise of one) to be read. Every call makes the requests before it out of
+// date, and so do Clear and a change of mode: only the answer to the latest request is shown.
+async function send(image) {
+  const id = ++latest;
+  const isLatest = () => id === latest;
   inFlight = true;
   dirty = false;
   document.body.dataset.state = "busy";
-  const form = new FormData();
-  form.append("file", blob, "digit.png");
   const url = mode() === "number" ? "/api/predict-number" : "/api/predict";
   try {
+    const blob = await image;
+    if (!isLatest()) return;
+    const form = new FormData();
+    form.append("file", blob, blob.name || (blob.type === "image/jpeg" ? "image.jpg" : "image.png"));
     const response = await fetch(url, {method: "POST", body: form});
     const body = await response.json().catch(() => ({detail: `HTTP ${response.status}`}));
+    if (!isLatest()) return;
     if (response.ok) show(body); else showError(body);
   } catch (error) {
-    showError({detail: `the server could not be reached (${error.message})`});
+    if (isLatest()) showError({detail: `the server could not be reached (${error.message})`});
   } finally {
-    inFlight = false;
-    if (dirty && source === "canvas") sendCanvas();
-    else document.body.dataset.state = "done";
+    // A newer request, or Clear, owns the state now.
+    if (isLatest()) {
+      inFlight = false;
+      if (dirty) sendCanvas();
+      if (!inFlight) document.body.dataset.state = "done";
+    }
   }
+}
+
+// Drops the answers still on their way (after Clear, or a change of mode).
+function forgetRequests() {
+  latest++;
+  inFlight = false;
+  dirty = false;
+  clearTimeout(debounce);
 }
 
 function show(result) {
@@ -202,7 +281,7 @@ function show(result) {
   digitBox.classList.remove("idle");
   const what = number ? `${result.digits.length} digit${result.digits.length === 1 ? "" : "s"}` : "";
   setStatus(`${what ? what + ", " : ""}confidence ${(100 * result.confidence).toFixed(1)}%`);
-  $("flag").hidden = !result.low_confidence;
+  $("flag").textContent = result.low_confidence ? "Low confidence: try writing it larger or more clearly" : "";
   showMode(number);
   if (number) {
     showPieces(result.digits);
@@ -272,7 +351,7 @@ function clearResult(symbol) {
   digitBox.textContent = symbol;
   digitBox.classList.add("idle");
   digitBox.classList.remove("long");
-  $("flag").hidden = true;
+  $("flag").textContent = "";
   showBars(null, -1);
   showMode(false);
   pieces.innerHTML = "";
@@ -287,8 +366,7 @@ function showError(body) {
 }
 
 function showIdle() {
-  clearTimeout(debounce);
-  dirty = false;
+  forgetRequests();
   clearResult("–");
   setStatus(mode() === "number" ? "Write a number to start" : "Draw a digit to start");
   document.body.dataset.state = "idle";
@@ -297,6 +375,7 @@ function showIdle() {
 // ---------------------------------------------------------------- start
 
 fetch("/api/model").then((r) => r.json()).then((info) => {
+  if (info.max_upload_bytes) maxUploadBytes = info.max_upload_bytes;
   const accuracy = info.test_accuracy ? ` · ${(100 * info.test_accuracy).toFixed(2)}% on MNIST test` : "";
   $("model").textContent = `Model: ${info.name}${accuracy}`;
 }).catch(() => {});
