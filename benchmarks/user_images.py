@@ -1,12 +1,14 @@
 """How well are real-world-looking images read? MNIST test digits rendered the way users send them.
 
 Each digit is scaled up 3-8x, turned into black ink on white paper, rotated by up to 12 degrees,
-placed off-centre on a larger sheet, and saved as a JPEG of quality 30-80. The images are posted to
+placed off-centre on a larger sheet, and saved as a JPEG of quality 30-80; with ``--uneven-light`` the
+sheet is also lit unevenly (a vignette, a shadow across one corner, or both). The images are posted to
 ``/api/predict`` of an in-process app (default) or of a running server (``--url``), and the script
 prints the accuracy.
 
     PYTHONPATH=src DIGITS_DATA_DIR=/work/shared/data/mnist python benchmarks/user_images.py -n 2000
     python benchmarks/user_images.py -n 2000 --url http://127.0.0.1:8000
+    python benchmarks/user_images.py -n 2000 --uneven-light
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 
-def render_user_image(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+def render_user_image(digit: np.ndarray, rng: np.random.Generator, uneven_light: bool = False) -> bytes:
     """A 28x28 uint8 MNIST digit as a JPEG a user might send: big, dark on light, askew, off-centre."""
     size = int(28 * rng.uniform(3, 8))
     image = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BILINEAR)
@@ -32,9 +34,30 @@ def render_user_image(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     mask = Image.fromarray(np.asarray(image) < 250)
     corner = (int(rng.integers(0, width - image.width + 1)), int(rng.integers(0, height - image.height + 1)))
     sheet.paste(image, corner, mask)
+    if uneven_light:
+        sheet = Image.fromarray(np.clip(np.asarray(sheet) * light(sheet.size, rng), 0, 255).astype(np.uint8))
     out = io.BytesIO()
     sheet.save(out, "JPEG", quality=int(rng.integers(30, 81)))
     return out.getvalue()
+
+
+def light(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """How much of the light reaches each pixel of a (width, height) sheet: a vignette that darkens the
+    corners by 20-50%, a shadow that darkens one corner by 20-60% over a third to a half of the sheet,
+    or both."""
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    u, v = x / width, y / height  # 0..1 across the sheet
+    kind = rng.integers(3)  # 0 vignette, 1 shadow, 2 both
+    factor = np.ones((height, width))
+    if kind in (0, 2):
+        factor *= 1 - rng.uniform(0.2, 0.5) * (((u - 0.5) ** 2 + (v - 0.5) ** 2) / 0.5)
+    if kind in (1, 2):
+        u, v = (u if rng.integers(2) else 1 - u), (v if rng.integers(2) else 1 - v)  # which corner
+        start, reach = rng.uniform(0.5, 0.67), rng.uniform(0.3, 0.5)
+        ramp = np.clip((u - start) / reach, 0, 1) * np.clip((v - start) / reach, 0, 1)
+        factor *= 1 - rng.uniform(0.2, 0.6) * ramp
+    return factor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="MNIST folder (default: $DIGITS_DATA_DIR)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-examples", metavar="DIR", help="also write the first 20 images here")
+    parser.add_argument("--uneven-light", action="store_true", help="light each sheet unevenly")
     args = parser.parse_args(argv)
 
     from digits import data
@@ -52,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     (_, _), (x_test, y_test) = data.load_mnist(args.data_dir)
     rng = np.random.default_rng(args.seed)
     pick = rng.choice(len(x_test), size=min(args.count, len(x_test)), replace=False)
-    images = [render_user_image(x_test[i], rng) for i in pick]
+    images = [render_user_image(x_test[i], rng, args.uneven_light) for i in pick]
     if args.save_examples:
         folder = Path(args.save_examples)
         folder.mkdir(parents=True, exist_ok=True)

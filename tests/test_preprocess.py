@@ -119,6 +119,35 @@ def test_thin_pen_strokes_are_thickened_to_mnist_width():
     assert (out > 0.5).sum() >= 25  # a visible digit, not a faint hairline
 
 
+def lit(image: Image.Image, vignette: float = 0.0, shadow: float = 0.0) -> np.ndarray:
+    """A phone photo's uneven light on a sheet: corners darkened by ``vignette``, and the lower
+    right corner by ``shadow`` (both fractions of the light)."""
+    height, width = image.size[1], image.size[0]
+    v, u = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    light = 1 - vignette * ((u - 0.5) ** 2 + (v - 0.5) ** 2) / 0.5
+    light *= 1 - shadow * np.clip((u - 0.6) / 0.4, 0, 1) * np.clip((v - 0.6) / 0.4, 0, 1)
+    return (np.asarray(image, dtype=np.float32) * light).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize(("vignette", "shadow"), [(0.3, 0.0), (0.5, 0.0), (0.0, 0.5), (0.3, 0.4)])
+def test_uneven_light_is_evened_out_before_the_ink_is_found(vignette, shadow):
+    # A global threshold took the dark corners for ink (or for the paper, flipping the polarity).
+    photo = sheet(size=(400, 300), paper=215, ink=40, lines=(((150, 60), (250, 60), (180, 240)),), width=12)
+    even = normalise(np.asarray(photo))
+    uneven = normalise(lit(photo, vignette, shadow))
+    assert np.abs(uneven - even).mean() < 0.01 and ink_box(uneven) == ink_box(even)
+    with pytest.raises(NoDigitError):  # and a blank sheet under the same light is still blank
+        normalise(lit(Image.new("L", (400, 300), 215), vignette, shadow))
+
+
+def test_even_light_is_left_as_it_is(mnist_test):
+    from digits.preprocess import _illumination
+
+    images, _ = mnist_test
+    evenly_lit = [np.asarray(sheet()), np.asarray(sheet(paper=10, ink=250)), *images[:100]]
+    assert all(_illumination(image) is None for image in evenly_lit)
+
+
 def test_mnist_digits_pass_through_almost_unchanged(mnist_test):
     images, _ = mnist_test
     # MNIST digits are already normalised: most come back identical, a few shifted by a pixel.

@@ -212,6 +212,10 @@ _COARSE_SIDE = 128
 _COARSE_SIDE_NUMBER = 512
 # Each digit crop is reduced to at most this side before its strokes are measured: 4x the 20-pixel box.
 _FINE_SIDE = 80
+# Paper whose fitted brightness varies by more than this (0-255) is evened out before thresholding.
+_UNEVEN_LIGHT = 20.0
+_LIGHT_PAPER = 96
+_LIGHT_KNOTS = 4
 
 
 @dataclass(frozen=True)
@@ -246,6 +250,9 @@ def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
     factor = _factor(gray.shape, coarse_side)
     # Box-averaging the reduced copy also removes sensor and JPEG noise before thresholding.
     coarse = np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
+    lighting = _illumination(coarse)
+    if lighting is not None:  # a shadow or a vignette: divide the light out, as a scanner would
+        coarse, gray = _even_out(coarse, lighting), _even_out(gray, lighting)
     hist = np.bincount(coarse.ravel(), minlength=256).astype(np.float64)
     threshold = _otsu(hist)
     light = coarse > threshold
@@ -272,6 +279,58 @@ def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
     marks = [int(i) for i in np.flatnonzero(areas >= _MIN_MARK_FRACTION * areas.max())]
     slices = ndimage.find_objects(labels)
     return _Ink(gray, dark_ink, paper, full, factor, labels, marks, [slices[i - 1] for i in marks])
+
+
+def _hats(shape: tuple[int, int], step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear hats on a coarse grid of knots, at every ``step``-th row and column: (rows, knots)
+    and (columns, knots). Their products span a surface smooth enough to follow a vignette or a
+    shadow across a corner (knots a third of the image apart), but not a pen stroke."""
+    knots = np.arange(_LIGHT_KNOTS, dtype=np.float32)
+
+    def hats(n: int) -> np.ndarray:
+        at = (np.arange(0, n, step, dtype=np.float32) + 0.5) / n * (_LIGHT_KNOTS - 1)
+        return np.maximum(0.0, 1.0 - np.abs(at[:, None] - knots))
+
+    return hats(shape[0]), hats(shape[1])
+
+
+def _illumination(coarse: np.ndarray) -> np.ndarray | None:
+    """The paper's brightness as a (knots, knots) grid of a smooth surface, or None if it is even.
+
+    Fitted robustly: the ink, a minority of pixels far from the surface, is left out of each refit,
+    so the surface follows the paper whichever its polarity.
+    """
+    step = max(1, round(np.sqrt(coarse.size / 4096)))  # ~4k pixels are plenty for 16 numbers
+    rows, cols = _hats(coarse.shape, step)
+    terms = (rows[:, None, :, None] * cols[None, :, None, :]).reshape(len(rows) * len(cols), -1)
+    values = coarse[::step, ::step].astype(np.float32).ravel()
+    level = float(np.median(values))  # most pixels are paper
+    values -= level
+    paper = np.ones(len(values), dtype=bool)
+    # A touch of ridge regression keeps the solve well-posed when a knot has no paper near it (under a
+    # big digit), holding that knot at the paper's usual level.
+    ridge = 1e-4 * len(values) * np.eye(terms.shape[1], dtype=np.float32)
+    for _ in range(5):
+        on_paper = terms[paper]
+        coefficients = np.linalg.solve(on_paper.T @ on_paper + ridge, on_paper.T @ values[paper])
+        residual = values - terms @ coefficients
+        spread = 1.4826 * np.median(np.abs(residual[paper])) + 1.0  # robust sigma, plus sensor noise
+        paper = np.abs(residual) < 3 * spread
+    coefficients += level  # the hats sum to one everywhere, so this lifts the whole surface
+    low, middle, high = np.percentile(terms[paper] @ coefficients, [2, 50, 98])
+    # Light is divided out of light paper only: a dark background (MNIST's own, a blackboard) has too
+    # little light to divide by, and its ink is found as it is.
+    uneven = middle >= _LIGHT_PAPER and high - low > _UNEVEN_LIGHT
+    return coefficients.reshape(_LIGHT_KNOTS, _LIGHT_KNOTS) if uneven else None
+
+
+def _even_out(gray: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Divide the fitted light out of an image (of any size): the paper comes out at one level."""
+    rows, cols = _hats(gray.shape)
+    surface = rows @ grid @ cols.T  # the surface is separable: no per-pixel basis needed
+    level = float(np.median(surface))
+    evened = gray.astype(np.float32) * (level / np.maximum(surface, 8.0))
+    return np.clip(evened, 0, 255).round().astype(np.uint8)
 
 
 def _otsu(hist: np.ndarray) -> int:
