@@ -201,3 +201,45 @@ def test_cli_trains_evaluates_and_predicts_on_real_digits(capsys, tmp_path, mnis
     np.save(tmp_path / "digit.npy", x_test[0])
     assert main(["predict", str(out / "logreg"), str(tmp_path / "digit.npy"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["digit"] == int(y_test[0])
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the error should have come before this work")
+
+
+def test_cli_never_overwrites_an_earlier_run_or_a_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("digits.data.prepare", _must_not_run)
+    earlier = tmp_path / "bl"
+    (earlier / "knn").mkdir(parents=True)
+    (earlier / "results.md").write_text("earlier run")
+    (tmp_path / "notes.md").write_text("precious")
+    for out, message in (
+        (earlier, "folder is not empty; choose another --out"),
+        (tmp_path / "notes.md", "exists and is not a folder"),
+    ):
+        code = main(["baselines", "--models", "logreg", "--train-size", "1000", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(f"digits: error: {out}: {message}") and err.count("\n") == 1
+    assert (earlier / "results.md").read_text() == "earlier run" and (earlier / "knn").is_dir()
+    assert (tmp_path / "notes.md").read_text() == "precious"
+
+
+def test_raw_and_deskewed_runs_default_to_their_own_folders(tmp_path, monkeypatch):
+    """`digits baselines` then `digits baselines --deskew`, as the README shows, keep both runs."""
+    import digits.baselines
+
+    class Stop(Exception):
+        pass
+
+    outs = []
+
+    def record(config, out):
+        outs.append((config.deskew, str(out)))
+        raise Stop
+
+    monkeypatch.setattr(digits.baselines, "train_all", record)
+    monkeypatch.chdir(tmp_path)
+    for flags in ([], ["--deskew"]):
+        with pytest.raises(Stop):
+            main(["baselines", *flags])
+    assert outs == [(False, "runs/baselines"), (True, "runs/baselines-deskew")]

@@ -137,3 +137,177 @@ def test_a_damaged_model_file_is_a_one_line_error(capsys, tmp_path, name):
     np.save(tmp_path / "digit.npy", np.zeros((28, 28)))
     code, _, err = run(capsys, "predict", str(tmp_path), str(tmp_path / "digit.npy"))
     assert code == 2 and f"{name}: not a readable model file" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------- review fixes
+
+
+def _dummy_run(folder, config) -> str:
+    """A run folder holding a trivial scikit-learn model and the given config.json."""
+    import json
+
+    import joblib
+    from sklearn.dummy import DummyClassifier
+
+    folder.mkdir(parents=True)
+    joblib.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), folder / "model.joblib")
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "metrics.json").write_text(json.dumps({"model": "dummy", "test_accuracy": 0.1}))
+    return str(folder)
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the error should have come before this work")
+
+
+def _one_line_error(err: str, message: str) -> bool:
+    return err.startswith("digits: error: ") and err.count("\n") == 1 and message in err
+
+
+def test_models_shows_each_default_recipe_in_plain_words(capsys):
+    code, out, _ = run(capsys, "models")
+    fast = out.split("fast-cnn", 1)[1].split("deep-cnn", 1)[0]
+    assert code == 0 and "1 epochs" not in out
+    assert "1 epoch," in fast and "warm-up 0.3 epochs" in fast and "label smoothing 0.1" in fast
+    deep = out.split("deep-cnn", 1)[1].split("resnet", 1)[0]
+    assert "24 epochs" in deep and "warm-up 1 epoch," in deep
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "config.json"])
+def test_a_run_file_that_is_no_model_is_a_one_line_error(capsys, tmp_path, monkeypatch, name):
+    run_dir = _dummy_run(tmp_path / "run", {"model": "dummy"})
+    monkeypatch.setattr("digits.data.prepare", _must_not_run)
+    np.save(tmp_path / "digit.npy", np.zeros((28, 28)))
+    for argv in (
+        ["evaluate", f"{run_dir}/{name}"],
+        ["predict", f"{run_dir}/{name}", str(tmp_path / "digit.npy")],
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and _one_line_error(err, f"{name}: not a .keras, .joblib or ensemble.json model")
+
+
+def test_damaged_ensemble_and_config_files_are_one_line_errors(capsys, tmp_path):
+    ensemble = tmp_path / "ensemble"
+    ensemble.mkdir()
+    (ensemble / "ensemble.json").write_text('{"members": 5}')
+    code, _, err = run(capsys, "evaluate", str(ensemble))
+    assert code == 2 and _one_line_error(err, "ensemble.json: not an ensemble file")
+    listed = tmp_path / "listed"
+    _dummy_run(listed, [])
+    code, _, err = run(capsys, "evaluate", str(listed))
+    assert code == 2 and _one_line_error(err, "config.json: not a run config")
+
+
+def test_train_into_an_existing_file_is_a_one_line_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("digits.data.prepare", _must_not_run)
+    (tmp_path / "notes.md").write_text("precious")
+    code, _, err = run(capsys, "train", "--epochs", "1", "--out", str(tmp_path / "notes.md"))
+    assert code == 2 and _one_line_error(err, "notes.md: exists and is not a folder")
+    assert (tmp_path / "notes.md").read_text() == "precious"
+
+
+def test_resume_refuses_other_settings_but_takes_a_data_folder(capsys, tmp_path, monkeypatch):
+    calls = []
+    metrics = {"train_accuracy": 1.0, "test_accuracy": 1.0, "test_r2": 1.0, "train_seconds": 1.0}
+    monkeypatch.setattr("digits.training.train", lambda config, out, resume: calls.append(resume) or metrics)
+    run_dir = str(tmp_path / "run")
+    code, _, err = run(
+        capsys, "train", "--resume", run_dir, "--epochs", "3", "--model", "fast-cnn", "--batch-size", "7"
+    )
+    assert code == 2 and _one_line_error(err, "cannot be combined with --model, --epochs, --batch-size")
+    for flags in (["--seed", "0"], ["--no-augment"], ["--out", run_dir], ["--val-size", "5000"]):
+        code, _, err = run(capsys, "train", "--resume", run_dir, *flags)
+        assert code == 2 and _one_line_error(err, f"cannot be combined with {flags[0]}")
+    assert calls == []
+    assert main(["train", "--resume", run_dir, "--data-dir", str(tmp_path)]) == 0
+    assert calls == [True]
+
+
+def test_train_without_flags_takes_the_recipe_defaults_and_names_the_folder_after_the_model(
+    tmp_path, monkeypatch
+):
+    from digits.training import TrainConfig
+
+    seen = []
+
+    def fake_train(config, out, resume):
+        seen.append((config, out))
+        raise _SplitDrawn
+
+    monkeypatch.setattr("digits.training.train", fake_train)
+    monkeypatch.chdir(tmp_path)
+    for argv, model in (
+        (["train"], "seed-cnn"),
+        (["train", "--model", "fast-cnn", "--no-augment"], "fast-cnn"),
+    ):
+        with pytest.raises(_SplitDrawn):
+            main(argv)
+        config, out = seen[-1]
+        assert config.model == model and str(out).startswith(f"runs/{model}-")
+    assert seen[0][0] == TrainConfig() and seen[1][0].augment == "none"
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ({"config.json", "checkpoints/state.json"}, "the last completed epoch is saved; continue with"),
+        ({"config.json"}, "no epoch was completed yet; start it over with: digits train --resume"),
+        (set(), "nothing was saved; run the same command again"),
+    ],
+)
+def test_ctrl_c_says_what_was_saved(capsys, tmp_path, monkeypatch, state, message):
+    def interrupted(config, out, resume):
+        for name in state:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("digits.training.train", interrupted)
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "run"))
+    assert code == 130 and message in err
+
+
+def test_bad_tf_config_is_named(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("digits.training.train", _must_not_run)
+    monkeypatch.setenv("TF_CONFIG", "{bad")
+    code, _, err = run(capsys, "train", "--distribute", "multi-worker", "--out", str(tmp_path / "run"))
+    assert code == 2 and _one_line_error(err, "TF_CONFIG environment variable is not valid JSON")
+
+
+def test_predict_calls_a_folder_a_folder(capsys, tmp_path):
+    run_dir = _dummy_run(tmp_path / "run", {"model": "dummy"})
+    (tmp_path / "images").mkdir()
+    code, _, err = run(capsys, "predict", run_dir, str(tmp_path / "images"))
+    assert code == 1 and "images: is a folder, not an image file" in err
+
+
+def test_evaluate_scores_the_training_subset_the_run_was_trained_on(capsys, tmp_path, monkeypatch):
+    drawn = []
+
+    def record_split(data_dir, val_size=5000, seed=0, train_size=None):
+        drawn.append((val_size, seed, train_size))
+        raise _SplitDrawn
+
+    monkeypatch.setattr("digits.data.prepare", record_split)
+    run_dir = _dummy_run(
+        tmp_path / "run", {"model": "dummy", "val_size": 2000, "split_seed": 3, "train_size": 1000}
+    )
+    with pytest.raises(_SplitDrawn):
+        main(["evaluate", run_dir])
+    assert drawn == [(2000, 3, 1000)]
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_train_accuracy_of_a_subset_run(capsys, tmp_path, mnist_dir):
+    import json
+
+    out = tmp_path / "run"
+    data = ["--data-dir", str(mnist_dir)]
+    argv = ["train", "--model", "fast-cnn", "--epochs", "1", "--train-size", "2000", "--out", str(out)]
+    assert main([*argv, *data]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json", *data]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    recorded = json.loads((out / "metrics.json").read_text())
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
+        assert evaluated[key] == pytest.approx(recorded[key], abs=1e-6)

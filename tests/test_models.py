@@ -260,3 +260,59 @@ def test_recalibration_is_kept_only_when_validation_agrees_and_always_without_on
     no_validation = SimpleNamespace(x_train=images, x_val=images[:0], y_val=data.y_val[:0])
     training.recalibrate_if_better(model, no_validation, seed=0, log=messages.append)
     assert calls == [200] and "no validation split" in messages[-1]
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the error should have come before this work")
+
+
+def test_an_ensemble_never_overwrites_a_run_or_a_file_and_says_so_before_scoring(
+    tmp_path, monkeypatch, capsys
+):
+    members = _dummy_runs(tmp_path, {"a": {}, "b": {}})
+    monkeypatch.setattr("digits.data.prepare", _must_not_run)
+    before = (tmp_path / "a" / "config.json").read_text()
+    (tmp_path / "notes.md").write_text("precious")
+    for out, message in (
+        (members[0], "folder is not empty; choose another --out"),
+        (tmp_path / "notes.md", "exists and is not a folder"),
+    ):
+        assert main(["ensemble", "--members", *members, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"digits: error: {out}: {message}") and err.count("\n") == 1
+    assert (tmp_path / "a" / "config.json").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["config.json", "model.joblib"]
+    assert (tmp_path / "notes.md").read_text() == "precious"
+
+
+def test_benchmark_checks_every_value_before_training_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import digits.benchmark
+
+    monkeypatch.setattr(digits.benchmark, "train", _must_not_run)
+    out = tmp_path / "bench"
+    for flags, message in (
+        (["--models", "fast-cnn", "bogus"], "unknown model 'bogus'"),
+        (["--models", "fast-cnn", "fast-cnn"], "each model can run once"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--train-size", "5"], "train_size must be at least 10"),
+        (["--seed", "-1"], "seed must be between 0"),
+    ):
+        assert main(["benchmark", *flags, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("digits: error: ") and message in err and err.count("\n") == 1
+        assert not out.exists()
+    (out / "fast-cnn").mkdir(parents=True)
+    assert main(["benchmark", "--models", "fast-cnn", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "choose another --out" in err and "--resume" not in err
+
+
+def test_only_an_ensemble_json_is_loaded_as_an_ensemble(tmp_path):
+    from digits import DigitsError
+    from digits.models import load_classifier
+
+    (run,) = _dummy_runs(tmp_path, {"run": {}})
+    (tmp_path / "run" / "metrics.json").write_text('{"model": "dummy"}')
+    for name in ("config.json", "metrics.json"):
+        with pytest.raises(DigitsError, match=f"{name}: not a .keras, .joblib or ensemble.json model"):
+            load_classifier(Path(run) / name)

@@ -302,11 +302,17 @@ def train_one(name: str, data, config: BaselineConfig, out: str | Path, log=log_
 
 
 def train_all(config: BaselineConfig, out: str | Path, log=log_stderr) -> list[dict]:
-    """Fit every selected baseline on one data split; returns their metrics in order."""
+    """Fit every selected baseline into a new ``out`` folder, on one data split; returns their metrics.
+
+    An existing non-empty ``out`` is refused before any work: a new run would leave a stale mix of
+    the old run's folders and a report of only the new one.
+    """
+    from digits import check_new_folder
     from digits import data as mnist
 
     config.check()
     out = Path(out)
+    check_new_folder(out)
     log(f"loading MNIST (validation {config.val_size}, training {config.train_size or 'all the rest'})")
     data = mnist.prepare(config.data_dir, config.val_size, config.seed, config.train_size)
     results = [train_one(name, data, config, out, log) for name in config.models]

@@ -15,8 +15,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from digits import check_new_folder, plots
 from digits import data as mnist
-from digits import plots
 from digits.models import DEFAULT_MODEL, KerasClassifier
 from digits.training import TrainConfig, train, versions
 
@@ -63,14 +63,23 @@ def run_benchmark(
     for the real comparison.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Every value is checked before the first model trains, and before the folder exists.
+    if len(set(models)) < len(models):
+        raise ValueError(f"each model can run once per benchmark, got: {' '.join(models)}")
+    configs = [
+        TrainConfig(model=name, seed=seed, data_dir=data_dir, epochs=epochs, train_size=train_size)
+        for name in models
+    ]
+    for config in configs:
+        config.resolved()
+    check_new_folder(out)
     (_, _), (x_test, y_test) = mnist.load_mnist(data_dir)
     x_test = mnist.scale(x_test)
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in models:
+    for name, config in zip(models, configs, strict=True):
         log(f"== {name}")
         scorer = TestAccuracyPerEpoch(x_test, y_test)
-        config = TrainConfig(model=name, seed=seed, data_dir=data_dir, epochs=epochs, train_size=train_size)
         metrics = train(config, out / name, log=log, callbacks=[scorer])
         seconds = np.cumsum(_epoch_seconds(out / name)).tolist()
         reached = [s for s, acc in zip(seconds, scorer.accuracy, strict=True) if acc >= TARGET]

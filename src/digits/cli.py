@@ -46,50 +46,91 @@ def cmd_data_check(args) -> int:
     return 1 if bad else 0
 
 
+def _epochs(count: float) -> str:
+    return f"{count:g} epoch{'' if count == 1 else 's'}"
+
+
 def cmd_models(args) -> int:
     from digits.models import MODELS
 
     width = max(map(len, MODELS)) + 2
     for name, spec in MODELS.items():
+        warmup = f", warm-up {_epochs(spec.warmup_epochs)}" if spec.warmup_epochs else ""
+        smoothing = f", label smoothing {spec.label_smoothing:g}" if spec.label_smoothing else ""
         print(f"{name:<{width}}{spec.description}")
         print(
-            f"{'':<{width}}defaults: {spec.epochs} epochs, batch {spec.batch_size}, learning rate "
-            f"{spec.learning_rate} ({spec.schedule}), augmentation {spec.augment}"
+            f"{'':<{width}}defaults: {_epochs(spec.epochs)}, batch {spec.batch_size}, Adam "
+            f"{spec.learning_rate:g} {spec.schedule}{warmup}{smoothing}, augmentation {spec.augment}"
         )
     return 0
+
+
+#: ``digits train`` flags that set up a new run; a resumed run keeps the settings in its config.json.
+_RUN_SETTINGS = {
+    "model": "--model",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "learning_rate": "--learning-rate",
+    "seed": "--seed",
+    "split_seed": "--split-seed",
+    "val_size": "--val-size",
+    "augment": "--augment",
+    "train_size": "--train-size",
+    "distribute": "--distribute",
+}
+
+
+def _check_tf_config() -> None:
+    """TensorFlow reads TF_CONFIG when the multi-worker strategy starts; its JSON errors do not name it."""
+    value = os.environ.get("TF_CONFIG")
+    if not value:
+        return
+    try:
+        json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the TF_CONFIG environment variable is not valid JSON ({exc})") from None
+
+
+def _interrupted(out: Path) -> str:
+    """What to tell someone who pressed Ctrl-C during ``digits train``."""
+    if (out / "checkpoints" / "state.json").is_file():
+        return f"the last completed epoch is saved; continue with: digits train --resume {out}"
+    if (out / "config.json").is_file():
+        return f"no epoch was completed yet; start it over with: digits train --resume {out}"
+    return "training had not started, so nothing was saved; run the same command again"
 
 
 def cmd_train(args) -> int:
     from datetime import datetime
 
+    from digits.models import read_run_config
     from digits.training import TrainConfig, train
 
-    config = TrainConfig(
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        split_seed=args.split_seed,
-        val_size=args.val_size,
-        augment="none" if args.no_augment else args.augment,
-        train_size=args.train_size,
-        data_dir=args.data_dir,
-        distribute=args.distribute,
-    )
+    # The settings given (their flags default to None, so even an explicit default value counts);
+    # the others take TrainConfig's defaults.
+    given = {key: getattr(args, key) for key in _RUN_SETTINGS if getattr(args, key) is not None}
+    if args.no_augment:
+        given["augment"] = "none"
+    config = TrainConfig(**given, data_dir=args.data_dir)
     if args.resume:
+        flags = [flag for key, flag in _RUN_SETTINGS.items() if getattr(args, key) is not None]
+        flags += [flag for flag, value in (("--no-augment", args.no_augment), ("--out", args.out)) if value]
+        if flags:
+            raise ValueError(
+                f"--resume continues a run with the settings in its config.json; it cannot be combined"
+                f" with {', '.join(flags)} (only --data-dir may be given)"
+            )
         out = Path(args.resume)
-    elif args.out:
-        out = Path(args.out)
+        distribute = read_run_config(out).get("distribute")
     else:
-        out = Path("runs") / f"{args.model}-{datetime.now():%Y%m%d-%H%M%S}"
+        out = Path(args.out or Path("runs") / f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}")
+        distribute = config.distribute
+    if distribute == "multi-worker":
+        _check_tf_config()
     try:
         metrics = train(config, out, resume=bool(args.resume))
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: the last completed epoch is saved; continue with: digits train --resume {out}",
-            file=sys.stderr,
-        )
+        print(f"\ninterrupted: {_interrupted(out)}", file=sys.stderr)
         return 130
     print(
         f"train accuracy {metrics['train_accuracy']:.4%}  test accuracy {metrics['test_accuracy']:.4%}"
@@ -101,14 +142,16 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from digits import data, evaluation
-    from digits.models import ShiftTTA, load_classifier
+    from digits.models import ShiftTTA, load_classifier, read_run_config
 
     classifier = load_classifier(args.model)
     if args.tta:
         classifier = ShiftTTA(classifier)
-    # The split the model was trained beside, so its validation score is clean.
-    val_size, split_seed = data.recorded_split(classifier.path.parent)
-    prepared = data.prepare(args.data_dir, val_size, split_seed)
+    # The split and training subset the model was trained on: its validation score is clean, and
+    # its train accuracy is the one training reported.
+    recorded = read_run_config(classifier.path.parent)
+    val_size, split_seed = data.split_of(recorded)
+    prepared = data.prepare(args.data_dir, val_size, split_seed, recorded.get("train_size"))
     result = evaluation.evaluate(classifier, prepared)
     result.pop("test_probabilities")
     if args.json:
@@ -168,6 +211,8 @@ def cmd_serve(args) -> int:
 def cmd_baselines(args) -> int:
     from digits.baselines import BASELINES, BaselineConfig, format_table, train_all, write_report
 
+    # Raw and deskewed runs get their own default folders, so one never replaces the other.
+    args.out = args.out or ("runs/baselines-deskew" if args.deskew else "runs/baselines")
     config = BaselineConfig(
         models=args.models or list(BASELINES),
         deskew=args.deskew,
@@ -229,24 +274,25 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     train = commands.add_parser("train", help="train a model and write a run folder")
-    train.add_argument("--model", default="seed-cnn", help="architecture (see: digits models)")
+    # Run settings default to None: TrainConfig fills in the defaults, and --resume can tell what was given.
+    train.add_argument("--model", help="architecture (default: seed-cnn; see: digits models)")
     train.add_argument("--epochs", type=int, help="number of epochs (default: the model's)")
     train.add_argument("--batch-size", type=int, help="batch size (default: the model's)")
     train.add_argument("--learning-rate", type=float, help="peak learning rate (default: the model's)")
     train.add_argument(
-        "--seed", type=int, default=0, help="random seed for initialisation, shuffling and augmentation"
+        "--seed", type=int, help="random seed for initialisation, shuffling and augmentation (default: 0)"
     )
     train.add_argument(
         "--split-seed",
         type=int,
-        default=0,
-        help="random seed of the validation split (keep it, so runs compare and ensemble on one split)",
+        help="random seed of the validation split (default: 0; keep it, so runs compare and ensemble"
+        " on one split)",
     )
     train.add_argument(
         "--val-size",
         type=int,
-        default=5000,
-        help="validation images held out of the 60,000 (0: train on all of them, once a recipe is chosen)",
+        help="validation images held out of the 60,000 (default: 5000; 0: train on all of them, once a"
+        " recipe is chosen)",
     )
     train.add_argument("--augment", choices=AUGMENTATIONS, help="augmentation recipe (default: the model's)")
     train.add_argument(
@@ -259,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--train-size", type=int, help="train on a stratified subset of this many images")
     train.add_argument("--out", help="run folder to create (default: runs/MODEL-TIMESTAMP)")
-    train.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its last checkpoint")
+    train.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue an interrupted run from its last checkpoint, with its own settings (only --data-dir"
+        " may be given too)",
+    )
     _add_data_dir(train)
     train.set_defaults(func=cmd_train)
 
@@ -302,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.add_argument("--train-size", type=int, help="train on a stratified subset of this many images")
     baselines.add_argument("--seed", type=int, default=0, help="random seed for the split and the models")
     baselines.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    baselines.add_argument("--out", default="runs/baselines", help="output folder (default: runs/baselines)")
+    baselines.add_argument(
+        "--out", help="new output folder (default: runs/baselines, or runs/baselines-deskew with --deskew)"
+    )
     baselines.add_argument(
         "--cnn-runs", default="runs", metavar="DIR", help="CNN run folders to compare with (default: runs)"
     )
@@ -311,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ensemble = commands.add_parser("ensemble", help="average the probabilities of trained models")
     ensemble.add_argument("--members", nargs="+", required=True, metavar="DIR", help="trained run folders")
-    ensemble.add_argument("--out", required=True, help="folder for the ensemble and its metrics")
+    ensemble.add_argument("--out", required=True, help="new folder for the ensemble and its metrics")
     ensemble.add_argument("--tta", action="store_true", help="each member also averages over shifts")
     _add_data_dir(ensemble)
     ensemble.set_defaults(func=cmd_ensemble)
@@ -325,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=["keras-example", "fast-cnn", "seed-cnn"],
         help="models to train, each with its default recipe (default: keras-example fast-cnn seed-cnn)",
     )
-    benchmark.add_argument("--out", default="runs/benchmark", help="folder for runs, table and plot")
+    benchmark.add_argument(
+        "--out", default="runs/benchmark", help="new folder for runs, table and plot (default: %(default)s)"
+    )
     benchmark.add_argument("--seed", type=int, default=0, help="random seed for every run")
     benchmark.add_argument("--epochs", type=int, help="override every model's epochs (quick looks only)")
     benchmark.add_argument("--train-size", type=int, help="train on a subset (quick looks only)")

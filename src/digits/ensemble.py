@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from digits import check_new_folder, evaluation, plots, write_json
 from digits import data as mnist
-from digits import evaluation, plots, write_json
 from digits.models import EnsembleClassifier, ShiftTTA, load_classifier
 
 
@@ -20,8 +20,8 @@ def build_ensemble(members: list[str], out: str | Path, data_dir=None, tta: bool
     then has no validation score, since they saw every validation image.
     """
     out = Path(out)
-    if (out / "ensemble.json").exists():
-        raise FileExistsError(f"{out}: already holds an ensemble; choose another --out")
+    # Like `digits train`: never overwrite a run (a member, say), and fail before minutes of scoring.
+    check_new_folder(out)
     loaded = [load_classifier(member) for member in members]
     recorded = {mnist.recorded_split(m.path.parent) for m in loaded}
     splits = {split for split in recorded if split[0] > 0}
@@ -47,6 +47,6 @@ def build_ensemble(members: list[str], out: str | Path, data_dir=None, tta: bool
     )
     write_json(out / "metrics.json", result)
     plots.test_figures(result, prepared.x_test, prepared.y_test, probabilities, out)
-    # Last: ensemble.json marks a complete folder, so an interrupted build can simply be run again.
+    # Last: ensemble.json marks a complete folder, so load_classifier never picks up a partial one.
     write_json(out / "ensemble.json", {"members": listed, "tta": tta})
     return result

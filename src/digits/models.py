@@ -396,7 +396,10 @@ class EnsembleClassifier:
     def load(cls, path: Path) -> EnsembleClassifier:
         """Load the members listed in an ensemble folder's ensemble.json."""
         listed = read_json(path)
-        members = [load_classifier(path.parent / member) for member in listed["members"]]
+        members = listed.get("members") if isinstance(listed, dict) else None
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ModelError(f"{path}: not an ensemble file (expected a list of member folders)")
+        members = [load_classifier(path.parent / member) for member in members]
         return cls([ShiftTTA(m) if listed.get("tta") else m for m in members], path)
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -404,15 +407,23 @@ class EnsembleClassifier:
         return np.mean([m.predict_proba(x, batch_size) for m in self.members], axis=0)
 
 
+def read_run_config(folder: str | Path) -> dict:
+    """The settings in a run folder's config.json ({} when it has none); a damaged one names the file."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return {}
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: not a run config (expected a JSON object of settings)")
+    return config
+
+
 def _run_name(path: Path) -> str | None:
     """The model name recorded in the run's config.json, when there is one."""
-    config = path.parent / "config.json"
-    if config.is_file():
-        return read_json(config).get("model")
-    return None
+    return read_run_config(path.parent).get("model")
 
 
-LOADERS = {".keras": KerasClassifier, ".joblib": SklearnClassifier, ".json": EnsembleClassifier.load}
+LOADERS = {".keras": KerasClassifier, ".joblib": SklearnClassifier}
 MODEL_FILES = ("model.keras", "model.joblib", "ensemble.json")
 
 
@@ -426,6 +437,9 @@ def load_classifier(path: str | Path):
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file or run folder")
+    # Only the ensemble's own file: a run's config.json or metrics.json is no model.
+    if path.name == "ensemble.json":
+        return EnsembleClassifier.load(path)
     if path.suffix not in LOADERS:
-        raise ValueError(f"{path}: not a .keras, .joblib or ensemble.json model")
+        raise ModelError(f"{path}: not a .keras, .joblib or ensemble.json model; pass the run folder instead")
     return LOADERS[path.suffix](path)

@@ -485,6 +485,8 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     MNIST-style already and is only scaled to [0, 1].
     """
     path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file", "missing")
     if not path.is_file():
         raise ImageError(f"{path}: no such file", "missing")
     if path.suffix.lower() == ".npy":

@@ -548,7 +548,7 @@ def _reuse_port_worker(settings: dict, options: dict) -> None:
 
     try:
         app = _app_from_settings(settings)
-    except DigitsError as exc:  # a damaged model file: one line, not a traceback from each worker
+    except (DigitsError, FileNotFoundError, ValueError) as exc:  # one line, not a traceback per worker
         print(f"digits: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
     host, port = options["host"], options["port"]

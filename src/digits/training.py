@@ -312,6 +312,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
             raise RunExists(f"{out}: this run already finished (metrics.json exists)")
         saved = read_json(out / "config.json")
         config = TrainConfig.from_dict({**saved, "data_dir": config.data_dir or saved["data_dir"]})
+    elif out.exists() and not out.is_dir():
+        raise RunExists(f"{out}: exists and is not a folder; choose another --out")
     elif out.exists() and any(out.iterdir()):
         raise RunExists(f"{out}: folder is not empty; choose another --out, or --resume {out} to continue it")
     config = config.resolved()
