@@ -141,11 +141,15 @@ def test_uneven_light_is_evened_out_before_the_ink_is_found(vignette, shadow):
 
 
 def test_even_light_is_left_as_it_is(mnist_test):
-    from digits.preprocess import _illumination
+    from digits.preprocess import _illumination, _may_be_unevenly_lit, _otsu
 
     images, _ = mnist_test
     evenly_lit = [np.asarray(sheet()), np.asarray(sheet(paper=10, ink=250)), *images[:100]]
     assert all(_illumination(image) is None for image in evenly_lit)
+    # A drawing or a clean scan does not even get the fit (the server reads many of them a second).
+    for image in [np.asarray(sheet()), np.asarray(sheet(paper=10, ink=250))]:
+        threshold = _otsu(np.bincount(image.ravel(), minlength=256).astype(np.float64))
+        assert not _may_be_unevenly_lit(image, np.bincount(image.ravel(), minlength=256), threshold)
 
 
 def test_mnist_digits_pass_through_almost_unchanged(mnist_test):

@@ -250,11 +250,13 @@ def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
     factor = _factor(gray.shape, coarse_side)
     # Box-averaging the reduced copy also removes sensor and JPEG noise before thresholding.
     coarse = np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
-    lighting = _illumination(coarse)
-    if lighting is not None:  # a shadow or a vignette: divide the light out, as a scanner would
-        coarse, gray = _even_out(coarse, lighting), _even_out(gray, lighting)
     hist = np.bincount(coarse.ravel(), minlength=256).astype(np.float64)
     threshold = _otsu(hist)
+    lighting = _illumination(coarse) if _may_be_unevenly_lit(coarse, hist, threshold) else None
+    if lighting is not None:  # a shadow or a vignette: divide the light out, as a scanner would
+        coarse, gray = _even_out(coarse, lighting), _even_out(gray, lighting)
+        hist = np.bincount(coarse.ravel(), minlength=256).astype(np.float64)
+        threshold = _otsu(hist)
     light = coarse > threshold
     # Polarity: the paper is whatever most of the border is. MNIST wants light ink on black.
     border = np.concatenate([light[0], light[-1], light[1:-1, 0], light[1:-1, -1]])
@@ -294,13 +296,29 @@ def _hats(shape: tuple[int, int], step: int = 1) -> tuple[np.ndarray, np.ndarray
     return hats(shape[0]), hats(shape[1])
 
 
+def _may_be_unevenly_lit(coarse: np.ndarray, hist: np.ndarray, threshold: int) -> bool:
+    """False when a glance shows evenly lit paper, which saves fitting the light on most drawings
+    and scans: the paper (the larger side of the threshold) spans few grey levels, and the ink (the
+    other side) is a modest share of the image that stays off its edges, where shadows come in."""
+    below, above = hist[: threshold + 1], hist[threshold + 1 :]
+    light_paper = above.sum() >= below.sum()
+    paper, levels = (
+        (above, np.arange(threshold + 1, 256)) if light_paper else (below, np.arange(threshold + 1))
+    )
+    share = np.cumsum(paper) / paper.sum()
+    spread = levels[np.searchsorted(share, 0.95)] - levels[np.searchsorted(share, 0.05)]
+    edges = np.concatenate([coarse[0], coarse[-1], coarse[1:-1, 0], coarse[1:-1, -1]]) > threshold
+    ink_on_edges = np.mean(edges != light_paper)
+    return bool(spread > _UNEVEN_LIGHT or ink_on_edges > 0.05 or paper.sum() < 0.7 * hist.sum())
+
+
 def _illumination(coarse: np.ndarray) -> np.ndarray | None:
     """The paper's brightness as a (knots, knots) grid of a smooth surface, or None if it is even.
 
     Fitted robustly: the ink, a minority of pixels far from the surface, is left out of each refit,
     so the surface follows the paper whichever its polarity.
     """
-    step = max(1, round(np.sqrt(coarse.size / 4096)))  # ~4k pixels are plenty for 16 numbers
+    step = max(1, round(np.sqrt(coarse.size / 1024)))  # ~1k pixels are plenty for 16 numbers
     rows, cols = _hats(coarse.shape, step)
     terms = (rows[:, None, :, None] * cols[None, :, None, :]).reshape(len(rows) * len(cols), -1)
     values = coarse[::step, ::step].astype(np.float32).ravel()
