@@ -212,7 +212,9 @@ _COARSE_SIDE = 128
 _COARSE_SIDE_NUMBER = 512
 # Each digit crop is reduced to at most this side before its strokes are measured: 4x the 20-pixel box.
 _FINE_SIDE = 80
-# Paper whose fitted brightness varies by more than this (0-255) is evened out before thresholding.
+# Paper whose fitted brightness varies by more than this (0-255) is evened out before thresholding,
+# if it is light paper (its usual level at least _LIGHT_PAPER). The light is fitted on a grid of
+# _LIGHT_KNOTS x _LIGHT_KNOTS knots across the image.
 _UNEVEN_LIGHT = 20.0
 _LIGHT_PAPER = 96
 _LIGHT_KNOTS = 4
