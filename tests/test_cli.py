@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from digits import DigitsError
 from digits.cli import main
 
 
@@ -196,6 +197,13 @@ def test_damaged_ensemble_and_config_files_are_one_line_errors(capsys, tmp_path)
     _dummy_run(listed, [])
     code, _, err = run(capsys, "evaluate", str(listed))
     assert code == 2 and _one_line_error(err, "config.json: not a run config")
+    from digits.training import TrainConfig, train
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text("[]")
+    with pytest.raises(DigitsError, match="config.json: not a run config"):  # also when called directly
+        train(TrainConfig(), unfinished, resume=True)
 
 
 def test_train_into_an_existing_file_is_a_one_line_error(capsys, tmp_path, monkeypatch):

@@ -26,13 +26,14 @@ def write_json(path: Path, value) -> None:
     os.replace(tmp, path)
 
 
-def check_new_folder(path: str | Path, flag: str = "--out") -> None:
+def check_new_folder(path: str | Path, flag: str = "--out", hint: str = "") -> None:
     """Raise FileExistsError unless ``path`` is absent or an empty folder: finished work is never overwritten.
 
-    Call it before any long work, so a bad ``flag`` value fails at once.
+    Call it before any long work, so a bad ``flag`` value fails at once; ``hint`` adds another way out.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path}: exists and is not a folder; choose another {flag}")
     if path.is_dir() and any(path.iterdir()):
-        raise FileExistsError(f"{path}: folder is not empty; choose another {flag} (nothing is overwritten)")
+        message = f"{path}: folder is not empty; choose another {flag}{hint} (nothing is overwritten)"
+        raise FileExistsError(message)

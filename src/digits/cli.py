@@ -103,7 +103,7 @@ def _interrupted(out: Path) -> str:
 def cmd_train(args) -> int:
     from datetime import datetime
 
-    from digits.models import read_run_config
+    from digits.data import read_run_config
     from digits.training import TrainConfig, train
 
     # The settings given (their flags default to None, so even an explicit default value counts);
@@ -142,14 +142,14 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from digits import data, evaluation
-    from digits.models import ShiftTTA, load_classifier, read_run_config
+    from digits.models import ShiftTTA, load_classifier
 
     classifier = load_classifier(args.model)
     if args.tta:
         classifier = ShiftTTA(classifier)
     # The split and training subset the model was trained on: its validation score is clean, and
     # its train accuracy is the one training reported.
-    recorded = read_run_config(classifier.path.parent)
+    recorded = data.read_run_config(classifier.path.parent)
     val_size, split_seed = data.split_of(recorded)
     prepared = data.prepare(args.data_dir, val_size, split_seed, recorded.get("train_size"))
     result = evaluation.evaluate(classifier, prepared)

@@ -215,16 +215,31 @@ def split_of(config: dict) -> tuple[int, int]:
     return config.get("val_size", 5000), config.get("split_seed", config.get("seed", 0))
 
 
+def read_run_config(folder: str | os.PathLike) -> dict:
+    """The settings in a run folder's config.json ({} when it has none); a damaged one names the file."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return {}
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise DigitsError(f"{path}: not a run config (expected a JSON object of settings)")
+    return config
+
+
 def recorded_split(folder: str | os.PathLike) -> tuple[int, int]:
     """``split_of`` the ``config.json`` in a run folder (the default split when there is none)."""
-    path = Path(folder) / "config.json"
-    return split_of(read_json(path) if path.is_file() else {})
+    return split_of(read_run_config(folder))
+
+
+def check_seed(name: str, seed: int) -> None:
+    """Raise ``ValueError`` for a seed outside the range numpy and scikit-learn accept."""
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"{name} must be between 0 and {2**32 - 1}, got {seed}")
 
 
 def check_split(val_size: int, seed: int, train_size: int | None = None) -> None:
     """Raise ``ValueError`` for a split ``prepare`` cannot make, before any data is loaded."""
-    if not 0 <= seed < 2**32:  # the range numpy and scikit-learn accept as seeds
-        raise ValueError(f"split_seed must be between 0 and {2**32 - 1}, got {seed}")
+    check_seed("split_seed", seed)
     # A stratified split needs an image of every digit on both sides.
     if val_size and not 10 <= val_size <= 59990:
         raise ValueError(f"val_size must be 0 or between 10 and 59990, got {val_size}")

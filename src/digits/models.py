@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from digits import DigitsError, read_json
+from digits.data import read_run_config
 
 #: Augmentation recipes a model or ``digits train --augment`` can name (see digits.augmentation).
 AUGMENTATIONS = ("none", "affine", "elastic")
@@ -405,17 +406,6 @@ class EnsembleClassifier:
     def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """The members' mean class probabilities."""
         return np.mean([m.predict_proba(x, batch_size) for m in self.members], axis=0)
-
-
-def read_run_config(folder: str | Path) -> dict:
-    """The settings in a run folder's config.json ({} when it has none); a damaged one names the file."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        return {}
-    config = read_json(path)
-    if not isinstance(config, dict):
-        raise ModelError(f"{path}: not a run config (expected a JSON object of settings)")
-    return config
 
 
 def _run_name(path: Path) -> str | None:

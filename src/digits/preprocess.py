@@ -261,7 +261,7 @@ def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
         threshold = _otsu(hist)
     light = coarse > threshold
     # Polarity: the paper is whatever most of the border is. MNIST wants light ink on black.
-    border = np.concatenate([light[0], light[-1], light[1:-1, 0], light[1:-1, -1]])
+    border = _border(light)
     dark_ink = bool(border.mean() > 0.5)
     mask = ~light if dark_ink else light
     levels = np.arange(256, dtype=np.float64)
@@ -283,6 +283,11 @@ def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
     marks = [int(i) for i in np.flatnonzero(areas >= _MIN_MARK_FRACTION * areas.max())]
     slices = ndimage.find_objects(labels)
     return _Ink(gray, dark_ink, paper, full, factor, labels, marks, [slices[i - 1] for i in marks])
+
+
+def _border(image: np.ndarray) -> np.ndarray:
+    """The pixels along an image's four edges, each once."""
+    return np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
 
 
 def _hats(shape: tuple[int, int], step: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -309,7 +314,7 @@ def _may_be_unevenly_lit(coarse: np.ndarray, hist: np.ndarray, threshold: int) -
     )
     share = np.cumsum(paper) / paper.sum()
     spread = levels[np.searchsorted(share, 0.95)] - levels[np.searchsorted(share, 0.05)]
-    edges = np.concatenate([coarse[0], coarse[-1], coarse[1:-1, 0], coarse[1:-1, -1]]) > threshold
+    edges = _border(coarse) > threshold
     ink_on_edges = np.mean(edges != light_paper)
     return bool(spread > _UNEVEN_LIGHT or ink_on_edges > 0.05 or paper.sum() < 0.7 * hist.sum())
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digits import DigitsError, evaluation, plots, read_json, write_json
+from digits import DigitsError, check_new_folder, evaluation, plots, read_json, write_json
 from digits import data as mnist
 from digits.augmentation import augmentation
 from digits.models import AUGMENTATIONS, MODELS, STRATEGIES, KerasClassifier, build_model
@@ -62,8 +62,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(config, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
-        if not 0 <= config.seed < 2**32:  # the range numpy and scikit-learn accept as seeds
-            raise ValueError(f"seed must be between 0 and {2**32 - 1}, got {config.seed}")
+        mnist.check_seed("seed", config.seed)
         if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
             raise ValueError(f"learning_rate must be positive and finite, got {config.learning_rate}")
         mnist.check_split(config.val_size, config.split_seed, config.train_size)
@@ -310,12 +309,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
             raise FileNotFoundError(f"{out}: no config.json, so nothing to resume")
         if (out / "metrics.json").is_file():
             raise RunExists(f"{out}: this run already finished (metrics.json exists)")
-        saved = read_json(out / "config.json")
+        saved = mnist.read_run_config(out)
         config = TrainConfig.from_dict({**saved, "data_dir": config.data_dir or saved["data_dir"]})
-    elif out.exists() and not out.is_dir():
-        raise RunExists(f"{out}: exists and is not a folder; choose another --out")
-    elif out.exists() and any(out.iterdir()):
-        raise RunExists(f"{out}: folder is not empty; choose another --out, or --resume {out} to continue it")
+    else:
+        check_new_folder(out, hint=f", or --resume {out} to continue it")
     config = config.resolved()
     strategy = strategy_for(config)
     if use_mixed_precision_on_gpu():
