@@ -15,7 +15,10 @@ from digits.cli import main
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--epochs", type=int, help="number of epochs (default: 15, about 4 minutes on 2 cores)")
-parser.add_argument("--data-dir", help="folder with the four MNIST .gz files (default: $DIGITS_DATA_DIR)")
+parser.add_argument(
+    "--data-dir",
+    help="folder with the four MNIST .gz files (default: $DIGITS_DATA_DIR, else download to the cache)",
+)
 parser.add_argument("--out", help="run folder (default: runs/mnist_cnn-TIMESTAMP)")
 parser.add_argument("--no-augment", action="store_true", help="train without data augmentation")
 args = parser.parse_args()

@@ -17,6 +17,7 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Read distorted training images with the given models and print the share still read right."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", required=True, help="run folders of trained models")
     parser.add_argument("-n", type=int, default=8192, help="training images to distort (default 8192)")

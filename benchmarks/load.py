@@ -172,6 +172,7 @@ def _event_loop_runner():
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Time the requests against a running server and print throughput and latency."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--url", default="http://127.0.0.1:8000", help="server (default: http://127.0.0.1:8000)"
@@ -191,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.requests < 1 or args.concurrency < 1:
         parser.error("--requests and --concurrency must be at least 1")
 
-    image = Path(args.image).read_bytes() if args.image else canvas_png()
+    try:
+        image = Path(args.image).read_bytes() if args.image else canvas_png()
+    except OSError as exc:
+        parser.error(f"--image: {exc}")
     try:
         stats = _event_loop_runner()(
             run(args.url, args.endpoint, image, args.requests, args.concurrency, args.json, args.client)

@@ -43,7 +43,7 @@ def render_user_image(digit: np.ndarray, rng: np.random.Generator, uneven_light:
 
 def light(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """How much of the light reaches each pixel of a (width, height) sheet: a vignette that darkens the
-    corners by 20-50%, a shadow that darkens one corner by 20-60% over a third to a half of the sheet,
+    corners by 20-50%, a shadow that darkens one corner by up to 60% over a third to a half of the sheet,
     or both."""
     width, height = size
     y, x = np.mgrid[0:height, 0:width]
@@ -61,6 +61,7 @@ def light(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Render the photos, post each to the app and print the accuracy; exit 2 on bad arguments."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--count", type=int, default=2000, help="test digits to render (default 2000)")
     parser.add_argument("--url", help="a running server (default: an in-process app)")
@@ -70,10 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-examples", metavar="DIR", help="also write the first 20 images here")
     parser.add_argument("--uneven-light", action="store_true", help="light each sheet unevenly")
     args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error(f"--count must be at least 1, got {args.count}")
 
-    from digits import data
+    from digits import DigitsError, data
 
-    (_, _), (x_test, y_test) = data.load_mnist(args.data_dir)
+    try:
+        (_, _), (x_test, y_test) = data.load_mnist(args.data_dir)
+    except (OSError, DigitsError) as exc:
+        parser.error(str(exc))
     rng = np.random.default_rng(args.seed)
     pick = rng.choice(len(x_test), size=min(args.count, len(x_test)), replace=False)
     images = [render_user_image(x_test[i], rng, args.uneven_light) for i in pick]
@@ -96,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
         from digits.server import create_app
 
-        client = TestClient(create_app(args.model))
+        try:
+            client = TestClient(create_app(args.model))
+        except (OSError, DigitsError) as exc:
+            parser.error(str(exc))
 
     correct = low = failed = 0
     wrong: dict[tuple[int, int], int] = {}

@@ -91,6 +91,10 @@ def test_unknown_baseline_and_bad_train_size_are_value_errors():
         baselines.BaselineConfig(models=["logreg"], train_size=5).check()
     with pytest.raises(ValueError, match="no baselines"):
         baselines.BaselineConfig(models=[]).check()
+    with pytest.raises(ValueError, match="each baseline can run once, got: logreg knn logreg"):
+        baselines.BaselineConfig(models=["logreg", "knn", "logreg"]).check()
+    with pytest.raises(ValueError, match="--seed must be between 0 and 4294967295, got -1"):
+        baselines.BaselineConfig(models=["logreg"], seed=-1).check()
 
 
 def test_heartbeat_reports_while_the_body_runs():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -38,11 +42,32 @@ def test_train_without_data_is_a_one_line_error(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_folder_that_cannot_be_written_is_one_line(capsys, tmp_path, mnist_dir):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "run"
+    code, _, err = run(
+        capsys,
+        "train",
+        "--epochs",
+        "1",
+        "--train-size",
+        "100",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(mnist_dir),
+    )
+    assert code == 2 and err == f"digits: error: {out}: not a directory\n"
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
         (["--epochs", "0"], "epochs must be at least 1"),
+        (["--epochs", "99999999999999999999"], "epochs must be at most 10000"),
+        (["--batch-size", "99999999999999999999"], "batch_size must be at most 60000"),
         (["--learning-rate", "-1"], "learning_rate must be positive"),
+        (["--learning-rate", "1e300"], "learning_rate must be positive, finite and at most 10"),
         (["--seed", "-1"], "seed must be between 0 and 4294967295"),
         (["--split-seed", "-1"], "split_seed must be between 0 and 4294967295"),
         (["--val-size", "-1"], "val_size must be 0 or between 10 and 59990"),
@@ -319,3 +344,25 @@ def test_evaluate_reproduces_the_train_accuracy_of_a_subset_run(capsys, tmp_path
     recorded = json.loads((out / "metrics.json").read_text())
     for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
         assert evaluated[key] == pytest.approx(recorded[key], abs=1e-6)
+
+
+def _python(code: str, *paths) -> subprocess.CompletedProcess:
+    path = os.pathsep.join([*map(str, paths), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+
+
+def test_tensorflow_start_up_lines_are_held_back():
+    result = _python("from digits import import_tensorflow_quietly as q; q(); import tensorflow; print('ok')")
+    assert result.returncode == 0 and result.stdout == "ok\n" and result.stderr == ""
+
+
+def test_a_failing_tensorflow_import_still_shows_what_it_wrote(tmp_path):
+    (tmp_path / "tensorflow.py").write_text(
+        "import os\nos.write(2, b'libtensorflow: broken install\\n')\nraise ImportError('no libtensorflow')\n"
+    )
+    result = _python("from digits import import_tensorflow_quietly as q; q()", tmp_path)
+    assert result.returncode == 1
+    assert (
+        "libtensorflow: broken install" in result.stderr and "ImportError: no libtensorflow" in result.stderr
+    )

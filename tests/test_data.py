@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,8 @@ import numpy as np
 import pytest
 from conftest import write_idx
 
-from digits import data
+from digits import DigitsError, data
+from digits.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -68,6 +71,33 @@ def test_missing_file_names_the_file_the_checksum_and_the_fix(tmp_path):
     assert "t10k-labels-idx1-ubyte.gz" in message
     assert data.SHA256["t10k-labels-idx1-ubyte.gz"] in message
     assert data.ENV_VAR in message and "--data-dir" in message
+    assert "uncompressed" not in message
+
+
+def test_missing_file_beside_its_decompressed_twin_says_the_gz_is_needed(tmp_path):
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01")
+    with pytest.raises(data.DataError) as excinfo:
+        data.locate("t10k-labels-idx1-ubyte.gz", tmp_path)
+    message = str(excinfo.value)
+    found = "(found t10k-labels-idx1-ubyte uncompressed: the project reads the original .gz files)"
+    assert f"file not found {found}" in message
+    assert data.ENV_VAR in message and "--data-dir" in message
+
+
+@pytest.mark.parametrize(("make", "problem"), [(None, "no such folder"), ("write_text", "not a folder")])
+@pytest.mark.parametrize("given", ["argument", "environment"])
+def test_a_data_dir_that_is_no_folder_is_named_once_not_per_file(tmp_path, monkeypatch, make, problem, given):
+    folder = tmp_path / "mnist"
+    if make:
+        folder.write_text("")
+    if given == "environment":
+        monkeypatch.setenv(data.ENV_VAR, str(folder))
+    data_dir = folder if given == "argument" else None
+    expected = f"{folder}: {problem}; set {data.ENV_VAR} or pass --data-dir"
+    with pytest.raises(data.DataError, match="^" + re.escape(expected)):
+        data.locate("t10k-labels-idx1-ubyte.gz", data_dir)
+    with pytest.raises(data.DataError, match="^" + re.escape(expected)):
+        data.check_files(data_dir)
 
 
 def test_corrupted_file_fails_its_checksum(tmp_path, mnist_dir):
@@ -145,13 +175,97 @@ def test_an_impossible_split_is_refused_before_any_data_is_read(tmp_path):
             data.prepare(tmp_path / "no-data-here", **bad)
 
 
+def _data_preparation(*flags: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "data_preparation.py"), *flags]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_data_preparation_help_names_the_download_default():
+    done = _data_preparation("--help")
+    assert "default: $DIGITS_DATA_DIR, else download to the cache" in " ".join(done.stdout.split())
+
+
 @pytest.mark.parametrize(
     ("flags", "expected"),
-    [(["--val-size", "0"], "x_val   (0, 28, 28, 1)"), (["--val-size", "5"], "error: val_size must be")],
+    [
+        (["--seed", "-1"], "--seed must be between 0 and 4294967295, got -1"),
+        (["--val-size", "5"], "--val-size must be 0 or between 10 and 59990, got 5"),
+    ],
 )
-def test_data_preparation_script_refits_or_refuses_in_one_line(mnist_dir, flags, expected):
-    command = [sys.executable, str(ROOT / "data_preparation.py"), "--data-dir", str(mnist_dir), *flags]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert expected in done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
-    assert done.returncode == (0 if flags[1] == "0" else 1)
+def test_data_preparation_refuses_bad_flags_by_their_names_before_touching_data(tmp_path, flags, expected):
+    done = _data_preparation("--data-dir", str(tmp_path / "no-data-here"), *flags)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == f"data_preparation.py: error: {expected}\n"
+
+
+def test_data_preparation_reports_each_missing_file_once_then_sums_up(tmp_path):
+    done = _data_preparation("--data-dir", str(tmp_path))
+    assert done.returncode == 1
+    for name in data.SHA256:
+        assert (done.stdout + done.stderr).count(f"{name}: file not found") == 1
+    assert done.stderr == "data_preparation.py: error: 4 of the four files failed verification; see above\n"
+
+
+def test_data_preparation_prints_each_sha256_and_refits_on_all_images(mnist_dir):
+    done = _data_preparation("--data-dir", str(mnist_dir), "--val-size", "0")
+    assert done.returncode == 0 and done.stderr == ""
+    for name, sha256 in data.SHA256.items():
+        assert f"ok     {name:<28} sha256 {sha256[:16]}..." in done.stdout
+    assert "x_val   (0, 28, 28, 1)" in done.stdout
+    assert "stratified" not in done.stdout
+    assert done.stdout.endswith(
+        "ready: no validation split (--val-size 0); training uses all 60,000 images\n"
+    )
+
+
+# ---------------------------------------------------------------------------- a run's recorded split
+
+
+def _run_with_config(folder: Path, config: dict) -> Path:
+    """A run folder holding a trivial scikit-learn model and the given config.json."""
+    import joblib
+    from sklearn.dummy import DummyClassifier
+
+    folder.mkdir()
+    joblib.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), folder / "model.joblib")
+    (folder / "config.json").write_text(json.dumps({"model": "dummy", **config}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"val_size": "x"}, 'val_size must be a whole number, got "x"'),
+        ({"val_size": True}, "val_size must be a whole number, got true"),
+        ({"val_size": 70000}, "val_size must be 0 or between 10 and 59990, got 70000"),
+        ({"split_seed": -1}, "split_seed must be between 0 and 4294967295, got -1"),
+    ],
+)
+def test_an_unusable_recorded_split_names_config_json_and_the_value(tmp_path, capsys, config, expected):
+    run = _run_with_config(tmp_path / "run", config)
+    message = f"{run / 'config.json'}: {expected}"
+    with pytest.raises(DigitsError, match="^" + re.escape(message)):
+        data.recorded_split(run)
+    assert main(["evaluate", str(run), "--data-dir", str(tmp_path / "no-data-here")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"digits: error: {message}") and err.count("\n") == 1
+
+
+def test_split_of_reads_a_plain_dict_and_checks_it_too():
+    assert data.split_of({"val_size": 0, "seed": 4}) == (0, 4)
+    assert data.split_of({}) == (5000, 0)
+    with pytest.raises(DigitsError, match="^the run config: val_size must be a whole number"):
+        data.split_of({"val_size": None})
+
+
+def test_a_data_file_that_cannot_be_read_is_one_data_error(tmp_path, monkeypatch):
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(data, "sha256_of", denied)
+    with pytest.raises(
+        data.DataError, match=r"train-images-idx3-ubyte.gz: cannot be read \(Permission denied\)"
+    ):
+        data.locate("train-images-idx3-ubyte.gz", tmp_path)

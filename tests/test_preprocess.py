@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -410,6 +411,29 @@ def test_load_image_keeps_npy_arrays(tmp_path):
     array[5:20, 12:15] = 255
     np.save(tmp_path / "one.npy", array)
     assert np.array_equal(load_image(tmp_path / "one.npy"), array / 255.0)
+    # The same digit saved dark on light is flipped to MNIST's white on black.
+    np.save(tmp_path / "dark-on-light.npy", 255 - array)
+    assert np.array_equal(load_image(tmp_path / "dark-on-light.npy"), array / 255.0)
+    np.save(tmp_path / "paper.npy", np.ones((28, 28), np.float32))
+    with pytest.raises(NoDigitError, match="blank"):
+        load_image(tmp_path / "paper.npy")
+
+
+def test_load_image_refuses_complex_arrays_and_files_that_are_not_regular(tmp_path):
+    np.save(tmp_path / "complex.npy", np.ones((28, 28), np.complex64))
+    with pytest.raises(ImageError, match="expected a numeric 28x28 array, got complex64"):
+        load_image(tmp_path / "complex.npy")
+    with pytest.raises(ImageError, match="/dev/null: not a regular file"):
+        load_image("/dev/null")
+
+
+def test_load_image_reads_local_photos_larger_than_the_upload_limit(tmp_path):
+    page = Image.new("L", (6000, 4500), 255)  # 27 megapixels: over the server's 25
+    ImageDraw.Draw(page).line([(3000, 1500), (3000, 3000)], fill=0, width=200)
+    page.save(tmp_path / "photo.png")
+    with pytest.raises(ImageError, match="at most 25,000,000 pixels"):
+        decode_image((tmp_path / "photo.png").read_bytes())
+    assert load_image(tmp_path / "photo.png").max() == 1.0
 
 
 def test_npy_arrays_that_hold_no_usable_digit_are_refused(tmp_path):
@@ -425,3 +449,15 @@ def test_npy_arrays_that_hold_no_usable_digit_are_refused(tmp_path):
     (tmp_path / "notes.npy").write_text("just some text")
     with pytest.raises(ImageError, match="no NumPy header"):
         load_image(tmp_path / "notes.npy")
+
+
+def test_a_file_that_cannot_be_read_is_an_image_error(tmp_path, monkeypatch):
+    path = tmp_path / "seven.png"
+    sheet().save(path)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ImageError, match=r"seven.png: cannot be read \(Permission denied\)"):
+        load_image(path)

@@ -388,6 +388,8 @@ def test_big_images_are_decoded_a_few_at_a_time(untrained_model, monkeypatch):
     [
         (["--port", "70000"], "port must be between 0 and 65535"),
         (["--max-upload-mb", "0"], "must be positive"),
+        (["--max-upload-mb", "inf"], "must be positive and finite"),
+        (["--max-upload-mb", "nan"], "must be positive and finite"),
     ],
 )
 def test_serve_refuses_impossible_settings(untrained_model, capsys, flags, message):

@@ -92,7 +92,7 @@ def test_predict_reads_test_digits_from_npy_and_png(short_run, capsys, tmp_path,
 
 @pytest.mark.parametrize("rate", [float("nan"), float("inf"), 0.0])
 def test_a_learning_rate_that_is_not_a_positive_number_is_refused(rate):
-    with pytest.raises(ValueError, match="learning_rate must be positive and finite"):
+    with pytest.raises(ValueError, match="learning_rate must be positive, finite and at most 10"):
         TrainConfig(learning_rate=rate).resolved()
 
 

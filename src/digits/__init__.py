@@ -11,6 +11,39 @@ class DigitsError(Exception):
     """An expected failure with a message meant for the user (bad data, bad input, bad flags)."""
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow without the C++ start-up lines it writes to stderr on every run.
+
+    TensorFlow 2.21 writes them before it reads ``TF_CPP_MIN_LOG_LEVEL``, so only the file descriptor
+    can hold them back. If the import fails, what it wrote is shown after all.
+    """
+    import sys
+    import tempfile
+
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def check_choice(what: str, value, choices) -> None:
+    """Raise ValueError, listing the choices, unless ``value`` is one of them."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(choices)}")
+
+
 def read_json(path: Path):
     """Read a JSON file the project wrote; a damaged one is a ``DigitsError`` that names it."""
     try:
@@ -26,14 +59,14 @@ def write_json(path: Path, value) -> None:
     os.replace(tmp, path)
 
 
-def check_new_folder(path: str | Path, flag: str = "--out", hint: str = "") -> None:
+def check_new_folder(path: str | Path, hint: str = "") -> None:
     """Raise FileExistsError unless ``path`` is absent or an empty folder: finished work is never overwritten.
 
-    Call it before any long work, so a bad ``flag`` value fails at once; ``hint`` adds another way out.
+    Call it before any long work, so a bad ``--out`` fails at once; ``hint`` adds another way out.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path}: exists and is not a folder; choose another {flag}")
+        raise FileExistsError(f"{path}: exists and is not a folder; choose another --out")
     if path.is_dir() and any(path.iterdir()):
-        message = f"{path}: folder is not empty; choose another {flag}{hint} (nothing is overwritten)"
+        message = f"{path}: folder is not empty; choose another --out{hint} (nothing is overwritten)"
         raise FileExistsError(message)

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from digits import check_choice
 from digits.models import AUGMENTATIONS
 
 
@@ -15,8 +16,7 @@ def augmentation(kind: str = "affine", seed: int = 0) -> keras.Sequential:
     "affine": small rotations, shifts and zooms; "elastic": the same plus elastic distortions, the
     classic trick for MNIST (Simard et al., 2003).
     """
-    if kind not in AUGMENTATIONS[1:]:
-        raise ValueError(f"unknown augmentation {kind!r}; choose one of: {', '.join(AUGMENTATIONS)}")
+    check_choice("augmentation", kind, AUGMENTATIONS[1:])  # "none" builds no layers
     # Empty pixels outside the digit are black (0), as in MNIST.
     fill = dict(fill_mode="constant", fill_value=0.0)
     steps = [

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits import write_json
+from digits import check_choice, write_json
 
 SIDE = 28
 MODEL_FILE = "model.joblib"
@@ -155,8 +155,7 @@ BASELINES: dict[str, BaselineSpec] = {
 def check_models(names: list[str]) -> None:
     """Raise ValueError naming the first unknown baseline."""
     for name in names:
-        if name not in BASELINES:
-            raise ValueError(f"unknown baseline {name!r}; choose from: {', '.join(BASELINES)}")
+        check_choice("baseline", name, BASELINES)
 
 
 def build_pipeline(name: str, deskew: bool = False, seed: int = 0):
@@ -226,10 +225,15 @@ class BaselineConfig:
     data_dir: str | None = None
 
     def check(self) -> None:
-        """Raise ValueError for unknown models or an unusable training size."""
+        """Raise ValueError for unknown or repeated models, a bad seed or an unusable training size."""
+        from digits.data import check_seed
+
         if not self.models:
             raise ValueError("no baselines selected")
         check_models(self.models)
+        if len(set(self.models)) < len(self.models):
+            raise ValueError(f"each baseline can run once, got: {' '.join(self.models)}")
+        check_seed("--seed", self.seed)
         if self.train_size is not None and not 100 <= self.train_size <= 60000 - self.val_size:
             raise ValueError(
                 f"--train-size must be between 100 and {60000 - self.val_size}, got {self.train_size}"
@@ -240,18 +244,11 @@ def _flat(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1)
 
 
-def _summary(y: np.ndarray, probabilities: np.ndarray) -> dict:
-    from digits import evaluation
-
-    with warnings.catch_warnings():
-        # summary() clips the exact zeros of k-NN and forests to 1e-7, so rows sum a hair above one.
-        warnings.filterwarnings("ignore", message="The y_prob values do not sum to one")
-        return evaluation.summary(y, probabilities)
-
-
 def train_one(name: str, data, config: BaselineConfig, out: str | Path, log=log_stderr) -> dict:
     """Fit, measure and save one baseline into ``out/name``; returns its metrics."""
     import joblib
+
+    from digits.evaluation import summary
 
     pipeline = build_pipeline(name, config.deskew, config.seed)
     x_train, x_val, x_test = _flat(data.x_train), _flat(data.x_val), _flat(data.x_test)
@@ -262,12 +259,12 @@ def train_one(name: str, data, config: BaselineConfig, out: str | Path, log=log_
     train_seconds = time.perf_counter() - start
     log(f"{name}: fitted in {train_seconds:.1f} s; predicting the {len(x_test)} test images")
 
-    val = _summary(data.y_val, model.predict_proba(x_val))
+    val = summary(data.y_val, model.predict_proba(x_val))
     start = time.perf_counter()
     with heartbeat(f"{name} predicting", log):
         probabilities = model.predict_proba(x_test)
     predict_seconds = time.perf_counter() - start
-    test = _summary(data.y_test, probabilities)
+    test = summary(data.y_test, probabilities)
 
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)

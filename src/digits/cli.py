@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -31,16 +32,13 @@ def _print_json(value) -> None:
 
 
 def cmd_data_check(args) -> int:
+    """``digits data check``: verify the four files; exit 1 if any fails."""
     from digits import data
 
     folder, is_cache = data.resolve_data_dir(args.data_dir)
     print(f"MNIST files in {folder}{' (download cache)' if is_cache else ''}:")
     rows = data.check_files(args.data_dir)
-    for row in rows:
-        if row["status"] == "ok":
-            print(f"  ok     {row['file']:<28} sha256 {row['sha256'][:16]}...  shape {tuple(row['shape'])}")
-        else:
-            print(f"  ERROR  {row['error']}")
+    print("\n".join(data.check_report(rows)))
     bad = sum(row["status"] != "ok" for row in rows)
     print("all four files verified" if not bad else f"{bad} file(s) failed verification")
     return 1 if bad else 0
@@ -51,6 +49,7 @@ def _epochs(count: float) -> str:
 
 
 def cmd_models(args) -> int:
+    """``digits models``: each architecture and its default recipe."""
     from digits.models import MODELS
 
     width = max(map(len, MODELS)) + 2
@@ -101,6 +100,7 @@ def _interrupted(out: Path) -> str:
 
 
 def cmd_train(args) -> int:
+    """``digits train``: train a new run, or continue one with ``--resume``."""
     from datetime import datetime
 
     from digits.data import read_run_config
@@ -141,6 +141,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """``digits evaluate``: a model's metrics on its own split and on the test set."""
     from digits import data, evaluation
     from digits.models import ShiftTTA, load_classifier
 
@@ -149,9 +150,9 @@ def cmd_evaluate(args) -> int:
         classifier = ShiftTTA(classifier)
     # The split and training subset the model was trained on: its validation score is clean, and
     # its train accuracy is the one training reported.
-    recorded = data.read_run_config(classifier.path.parent)
-    val_size, split_seed = data.split_of(recorded)
-    prepared = data.prepare(args.data_dir, val_size, split_seed, recorded.get("train_size"))
+    val_size, split_seed = data.recorded_split(classifier.path.parent)
+    train_size = data.read_run_config(classifier.path.parent).get("train_size")
+    prepared = data.prepare(args.data_dir, val_size, split_seed, train_size)
     result = evaluation.evaluate(classifier, prepared)
     result.pop("test_probabilities")
     if args.json:
@@ -162,9 +163,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    """``digits predict``: the digit in each image file; exit 1 if any file could not be read."""
     import numpy as np
 
-    from digits.models import load_classifier
+    from digits.models import load_classifier, reading
     from digits.preprocess import ImageError, load_image
 
     classifier = load_classifier(args.model)
@@ -176,27 +178,20 @@ def cmd_predict(args) -> int:
             print(f"digits: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        probabilities = classifier.predict_proba(image[np.newaxis, ..., np.newaxis])[0]
-        digit = int(probabilities.argmax())
+        answer = reading(classifier.predict_proba(image[np.newaxis, ..., np.newaxis])[0])
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "file": file,
-                        "digit": digit,
-                        "confidence": float(probabilities[digit]),
-                        "probabilities": [round(float(p), 6) for p in probabilities],
-                    }
-                )
-            )
+            print(json.dumps({"file": file, **answer}))
         else:
-            print(f"{file}: {digit} (confidence {probabilities[digit]:.1%})")
+            print(f"{file}: {answer['digit']} (confidence {answer['confidence']:.1%})")
     return 1 if failed else 0
 
 
 def cmd_serve(args) -> int:
+    """``digits serve``: the web app and JSON API."""
     from digits.server import serve
 
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
+        raise ValueError(f"--max-upload-mb must be positive and finite, got {args.max_upload_mb}")
     serve(
         args.model,
         host=args.host,
@@ -209,6 +204,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_baselines(args) -> int:
+    """``digits baselines``: train the scikit-learn baselines and compare them with the CNN runs."""
     from digits.baselines import BASELINES, BaselineConfig, format_table, train_all, write_report
 
     # Raw and deskewed runs get their own default folders, so one never replaces the other.
@@ -226,11 +222,13 @@ def cmd_baselines(args) -> int:
         _print_json(results)
     else:
         print(format_table(results))
-        print(f"saved to {args.out}/ (one folder per model, {', '.join(path.name for path in written)})")
+        files = ", ".join(["results.json", *(path.name for path in written)])
+        print(f"saved to {args.out}/ (one folder per model, {files})")
     return 0
 
 
 def cmd_ensemble(args) -> int:
+    """``digits ensemble``: average trained models and score the result."""
     from digits.ensemble import build_ensemble
 
     metrics = build_ensemble(args.members, args.out, data_dir=args.data_dir, tta=args.tta)
@@ -247,6 +245,7 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
+    """``digits benchmark``: the reference and our models trained side by side."""
     from digits.benchmark import run_benchmark
 
     run_benchmark(
@@ -259,6 +258,7 @@ def cmd_benchmark(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ``digits`` subcommand."""
     from digits.models import AUGMENTATIONS, STRATEGIES
 
     parser = argparse.ArgumentParser(prog="digits", description="Handwritten digit recognition on MNIST.")
@@ -315,14 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained model on MNIST")
-    evaluate.add_argument("model", help="run folder, .keras or .joblib file")
+    evaluate.add_argument("model", help="run or ensemble folder, .keras or .joblib file")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--tta", action="store_true", help="average over the image and 1-pixel shifts")
     _add_data_dir(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="read the digit in image files")
-    predict.add_argument("model", help="run folder, .keras or .joblib file")
+    predict.add_argument("model", help="run or ensemble folder, .keras or .joblib file")
     predict.add_argument("images", nargs="+", help="PNG/JPEG files or 28x28 .npy arrays")
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
     predict.set_defaults(func=cmd_predict)
@@ -390,15 +390,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The commands that run a Keras model, and so import TensorFlow.
+_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict", "serve", "ensemble", "benchmark"}
+
+
+def _message(exc: Exception) -> str:
+    """The one line to show for an expected failure."""
+    # A system error reads "[Errno 13] Permission denied: 'x'"; say which path and why instead.
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror.lower()}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``digits`` console script."""
-    from digits import DigitsError
+    from digits import DigitsError, import_tensorflow_quietly
 
     args = build_parser().parse_args(argv)
     try:
+        if args.command in _TENSORFLOW_COMMANDS:
+            import_tensorflow_quietly()
         return args.func(args)
-    except (DigitsError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"digits: error: {exc}", file=sys.stderr)
+    except (DigitsError, OSError, ValueError) as exc:  # files that cannot be read or written included
+        print(f"digits: error: {_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -36,13 +37,6 @@ MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
-
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
-
-# IDX magic numbers: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions.
-_IMAGES_MAGIC = 0x00000803
-_LABELS_MAGIC = 0x00000801
 
 _SUPPLY_HINT = f"set {ENV_VAR} or pass --data-dir to a folder holding the four MNIST .gz files"
 
@@ -100,15 +94,37 @@ def _download(name: str, folder: Path) -> Path:
     )
 
 
+def _existing_data_dir(data_dir: str | os.PathLike | None) -> tuple[Path, bool]:
+    """``resolve_data_dir``, refusing a given folder that is missing or not a folder.
+
+    The cache is exempt: it is created by the first download.
+    """
+    folder, is_cache = resolve_data_dir(data_dir)
+    if not is_cache and not folder.is_dir():
+        problem = "not a folder" if folder.exists() else "no such folder"
+        raise DataError(f"{folder}: {problem}; {_SUPPLY_HINT}")
+    return folder, is_cache
+
+
 def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Path of one verified MNIST file, downloading it into the cache if needed."""
-    folder, is_cache = resolve_data_dir(data_dir)
+    folder, is_cache = _existing_data_dir(data_dir)
     path = folder / name
-    if not path.is_file():
+    try:
+        present = path.is_file()
+        actual = sha256_of(path) if present else None
+    except OSError as exc:  # a file or folder this user may not read
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from None
+    if not present:
         if is_cache:
             return _download(name, folder)
-        raise DataError(f"{path}: file not found; {_SUPPLY_HINT} (expected sha256 {SHA256[name]})")
-    actual = sha256_of(path)
+        # Decompressed copies cannot be checked against the published checksums of the .gz files.
+        raw = path.with_suffix("")
+        found = f" (found {raw.name} uncompressed: the project reads the original .gz files)"
+        raise DataError(
+            f"{path}: file not found{found if raw.is_file() else ''}; {_SUPPLY_HINT} "
+            f"(expected sha256 {SHA256[name]})"
+        )
     if actual != SHA256[name]:
         where = "delete it to download it again" if is_cache else _SUPPLY_HINT
         raise DataError(
@@ -146,16 +162,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def _read_pair(images_name: str, labels_name: str, data_dir) -> tuple[np.ndarray, np.ndarray]:
-    images_path = locate(images_name, data_dir)
-    labels_path = locate(labels_name, data_dir)
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{images_path}: expected images of shape (N, 28, 28), got {images.shape}")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f"{labels_path}: expected {len(images)} labels, got an array of shape {labels.shape}")
-    if labels.max() >= NUM_CLASSES:
-        raise DataError(f"{labels_path}: label {labels.max()} is not a digit")
-    return images, labels
+    # locate() has matched both files to the published checksums, so their shapes need no check.
+    return read_idx(locate(images_name, data_dir)), read_idx(locate(labels_name, data_dir))
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None):
@@ -166,7 +174,11 @@ def load_mnist(data_dir: str | os.PathLike | None = None):
 
 
 def check_files(data_dir: str | os.PathLike | None = None) -> list[dict]:
-    """Verify each file; one report row per file with its path, status and checksum."""
+    """Verify each file; one report row per file with its path, status and checksum.
+
+    A data folder that is missing or not a folder is one ``DataError``, not four failed rows.
+    """
+    _existing_data_dir(data_dir)
     rows = []
     for name, expected in SHA256.items():
         row = {"file": name, "expected_sha256": expected}
@@ -177,6 +189,16 @@ def check_files(data_dir: str | os.PathLike | None = None) -> list[dict]:
             row.update(status="error", error=str(exc))
         rows.append(row)
     return rows
+
+
+def check_report(rows: list[dict]) -> list[str]:
+    """The rows of ``check_files`` as lines to print: each file's checksum and shape, or its error."""
+    return [
+        f"  ok     {row['file']:<28} sha256 {row['sha256'][:16]}...  shape {tuple(row['shape'])}"
+        if row["status"] == "ok"
+        else f"  ERROR  {row['error']}"
+        for row in rows
+    ]
 
 
 @dataclass
@@ -206,13 +228,24 @@ def stratified_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(idx)
 
 
-def split_of(config: dict) -> tuple[int, int]:
+def split_of(config: dict, path: str | os.PathLike = "the run config") -> tuple[int, int]:
     """``(val_size, split_seed)`` of the validation split a recorded run config was trained beside.
 
     Runs from before ``split_seed`` drew their split with their one ``seed``; a config that names
-    neither gets the default split, (5000, 0).
+    neither gets the default split, (5000, 0). A split ``prepare`` could not make is a ``DigitsError``
+    naming ``path``, the config.json it was read from.
     """
-    return config.get("val_size", 5000), config.get("split_seed", config.get("seed", 0))
+    val_size, split_seed = config.get("val_size", 5000), config.get("split_seed", config.get("seed", 0))
+    fix = "restore the value the run was trained with"
+    for name, value in (("val_size", val_size), ("split_seed", split_seed)):
+        # JSON true is an int to Python, but no image count or seed.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DigitsError(f"{path}: {name} must be a whole number, got {json.dumps(value)}; {fix}")
+    try:
+        check_split(val_size, split_seed)
+    except ValueError as exc:
+        raise DigitsError(f"{path}: {exc}; {fix}") from None
+    return val_size, split_seed
 
 
 def read_run_config(folder: str | os.PathLike) -> dict:
@@ -228,7 +261,7 @@ def read_run_config(folder: str | os.PathLike) -> dict:
 
 def recorded_split(folder: str | os.PathLike) -> tuple[int, int]:
     """``split_of`` the ``config.json`` in a run folder (the default split when there is none)."""
-    return split_of(read_run_config(folder))
+    return split_of(read_run_config(folder), Path(folder) / "config.json")
 
 
 def check_seed(name: str, seed: int) -> None:
@@ -237,14 +270,19 @@ def check_seed(name: str, seed: int) -> None:
         raise ValueError(f"{name} must be between 0 and {2**32 - 1}, got {seed}")
 
 
-def check_split(val_size: int, seed: int, train_size: int | None = None) -> None:
-    """Raise ``ValueError`` for a split ``prepare`` cannot make, before any data is loaded."""
-    check_seed("split_seed", seed)
+def check_split(val_size: int, seed: int, train_size: int | None = None, names: dict | None = None) -> None:
+    """Raise ``ValueError`` for a split ``prepare`` cannot make, before any data is loaded.
+
+    ``names`` words the message for a caller's own flags, e.g. ``{"val_size": "--val-size"}``; the
+    keys are the parameter names.
+    """
+    names = {"val_size": "val_size", "seed": "split_seed", "train_size": "train_size", **(names or {})}
+    check_seed(names["seed"], seed)
     # A stratified split needs an image of every digit on both sides.
     if val_size and not 10 <= val_size <= 59990:
-        raise ValueError(f"val_size must be 0 or between 10 and 59990, got {val_size}")
+        raise ValueError(f"{names['val_size']} must be 0 or between 10 and 59990, got {val_size}")
     if train_size is not None and train_size < 10:
-        raise ValueError(f"train_size must be at least 10, got {train_size}")
+        raise ValueError(f"{names['train_size']} must be at least 10, got {train_size}")
 
 
 def prepare(

@@ -8,9 +8,9 @@ from sklearn import metrics
 CLASSES = list(range(10))
 
 
-def one_hot(y: np.ndarray, num_classes: int = 10) -> np.ndarray:
-    """Integer labels -> one-hot float matrix."""
-    return np.eye(num_classes, dtype=np.float32)[np.asarray(y)]
+def one_hot(y: np.ndarray) -> np.ndarray:
+    """Integer labels -> one-hot float matrix of ten columns."""
+    return np.eye(len(CLASSES), dtype=np.float32)[np.asarray(y)]
 
 
 def r_squared(y_true: np.ndarray, probabilities: np.ndarray) -> float:

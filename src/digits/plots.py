@@ -12,6 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)  # figures left open pile up in long-lived processes
+
+
 def learning_curves(history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch, training and validation."""
     epochs = [row["epoch"] for row in history]
@@ -23,12 +29,10 @@ def learning_curves(history: list[dict], path: Path) -> None:
         ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
-def confusion_matrix(matrix: list[list[int]], path: Path, title: str = "Confusion matrix") -> None:
+def confusion_matrix(matrix: list[list[int]], path: Path) -> None:
     """Counts of true digit (rows) against predicted digit (columns)."""
     matrix = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -37,11 +41,9 @@ def confusion_matrix(matrix: list[list[int]], path: Path, title: str = "Confusio
     for (i, j), value in np.ndenumerate(matrix):
         colour = "white" if value > matrix.max() / 4 else "black"
         ax.text(j, i, str(value), ha="center", va="center", fontsize=8, color=colour)
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title="Confusion matrix")
     fig.colorbar(image, ax=ax, label="count + 1")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def test_figures(metrics: dict, images: np.ndarray, y_true: np.ndarray, probabilities, folder: Path) -> None:
@@ -50,13 +52,11 @@ def test_figures(metrics: dict, images: np.ndarray, y_true: np.ndarray, probabil
     misclassified(images, y_true, probabilities, folder / "misclassified.png")
 
 
-def misclassified(
-    images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, path: Path, limit: int = 36
-) -> None:
-    """A grid of the most confidently wrong test digits, labelled true -> predicted."""
+def misclassified(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, path: Path) -> None:
+    """A grid of the 36 most confidently wrong test digits, labelled true -> predicted."""
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != y_true)
-    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:limit]
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:36]
     cols = 6
     rows = max(1, int(np.ceil(len(wrong) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8), squeeze=False)
@@ -66,9 +66,7 @@ def misclassified(
         ax.imshow(images[i].squeeze(), cmap="gray_r")
         ax.set_title(f"{y_true[i]} -> {predicted[i]} ({probabilities[i, predicted[i]]:.0%})", fontsize=9)
     fig.suptitle(f"{len(np.flatnonzero(predicted != y_true))} misclassified test digits (true -> predicted)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def model_comparison(rows: list[dict], path: Path, title: str = "MNIST test set") -> None:
@@ -109,7 +107,7 @@ def model_comparison(rows: list[dict], path: Path, title: str = "MNIST test set"
     plt.close(fig)
 
 
-def accuracy_vs_seconds(rows: list[dict], path: Path, target: float = 0.99) -> None:
+def accuracy_vs_seconds(rows: list[dict], path: Path, target: float) -> None:
     """Benchmark curves: test accuracy after each epoch against cumulative training seconds."""
     fig, ax = plt.subplots(figsize=(8, 5))
     for row in rows:
@@ -120,6 +118,4 @@ def accuracy_vs_seconds(rows: list[dict], path: Path, target: float = 0.99) -> N
     ax.set_ylim(97.5, 100)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)

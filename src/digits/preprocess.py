@@ -5,7 +5,7 @@ anti-aliased) and placed in a 28x28 field so that the centre of mass sits at the
 scans and canvas drawings are the opposite: dark ink on light paper, any size, anywhere in the frame.
 This module bridges the two, with numpy, scipy.ndimage and Pillow only:
 
-1. ``decode_image``: untrusted bytes -> grayscale float array, safely (size limits checked before
+1. ``decode_image``: untrusted bytes -> uint8 grayscale array, safely (size limits checked before
    decoding, one frame only, every Pillow failure turned into an ``ImageError``);
 2. ``normalise``: grayscale -> float32 (28, 28) in [0, 1], white digit on black, or ``NoDigitError``;
 3. ``segment_digits``: the same for each digit of a multi-digit number, left to right.
@@ -32,6 +32,8 @@ WORK_SIDE = 1024
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 #: A multi-digit image with more separate marks than this is noise, not a number.
 MAX_DIGITS = 20
+#: ``load_image`` reads local files up to this size: a 108-megapixel phone photo fits.
+FILE_MAX_PIXELS = 120_000_000
 
 # How far ink and paper must differ (on a 0-1 scale) for the image to hold anything at all.
 _MIN_CONTRAST = 0.15
@@ -87,8 +89,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Decode untrusted image bytes into grayscale, or raise ``ImageError`` (never anything else).
 
     Accepts PNG, JPEG, GIF, BMP, WebP and TIFF with one frame; refuses animations and multi-page
-    files, images over ``max_pixels`` and truncated files. 16-bit images are scaled to [0, 1];
-    transparent ones are composited onto paper; EXIF rotation is applied.
+    files, images over ``max_pixels`` and truncated files. 16- and 32-bit images are scaled to 0-255
+    by the range their values use; transparent ones are composited onto paper; EXIF rotation is applied.
     """
     from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
@@ -198,9 +200,9 @@ def _factor(size: tuple[int, ...], side: int = WORK_SIDE) -> int:
     return -(-max(size) // side)
 
 
-def _reduce(image, side: int = WORK_SIDE) -> np.ndarray:
-    """Box-average a Pillow image down to ``side`` (its longer side) and return its pixels."""
-    factor = _factor(image.size, side)
+def _reduce(image) -> np.ndarray:
+    """Box-average a Pillow image down to ``WORK_SIDE`` (its longer side) and return its pixels."""
+    factor = _factor(image.size)
     return np.asarray(image.reduce(factor) if factor > 1 else image)
 
 
@@ -469,7 +471,7 @@ def normalise(gray: np.ndarray) -> np.ndarray:
     return _to_mnist(strength)
 
 
-def segment_digits(gray: np.ndarray, max_digits: int = MAX_DIGITS) -> list[DigitCrop]:
+def segment_digits(gray: np.ndarray) -> list[DigitCrop]:
     """The digits of a multi-digit number, left to right, each normalised like ``normalise``.
 
     Each connected mark is a digit, except that marks stacked in the same column (a detached stroke,
@@ -487,9 +489,9 @@ def segment_digits(gray: np.ndarray, max_digits: int = MAX_DIGITS) -> list[Digit
                 groups[-1].append(i)
                 continue
         groups.append([i])
-    if len(groups) > max_digits:
+    if len(groups) > MAX_DIGITS:
         raise ImageError(
-            f"found {len(groups)} separate marks; at most {max_digits} digits can be read", "too_many_digits"
+            f"found {len(groups)} separate marks; at most {MAX_DIGITS} digits can be read", "too_many_digits"
         )
     crops = []
     for group in groups:
@@ -503,21 +505,29 @@ def segment_digits(gray: np.ndarray, max_digits: int = MAX_DIGITS) -> list[Digit
 # ---------------------------------------------------------------------------- files
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_image(path: str | Path) -> np.ndarray:
     """Read an image file (or a 28x28 ``.npy`` array) as a normalised 28x28 MNIST-style image.
 
     Image files go through ``decode_image`` and ``normalise``; a ``.npy`` array is taken to be
-    MNIST-style already and is only scaled to [0, 1].
+    MNIST-style already (centred, 28x28) and is only scaled to [0, 1], and flipped to white on black
+    if it holds dark ink on light paper. A local file is the user's own, so photos up to
+    ``FILE_MAX_PIXELS`` are read, more than the server's limit for untrusted uploads.
     """
     path = Path(path)
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image file", "missing")
-    if not path.is_file():
+    if not path.exists():
         raise ImageError(f"{path}: no such file", "missing")
-    if path.suffix.lower() == ".npy":
-        return _from_array(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: not a regular file", "missing")
     try:
-        return normalise(decode_image(path.read_bytes(), max_pixels).gray)
+        if path.suffix.lower() == ".npy":
+            return _from_array(path)
+        data = path.read_bytes()
+    except OSError as exc:  # a file this user may not read
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})", "missing") from None
+    try:
+        return normalise(decode_image(data, FILE_MAX_PIXELS).gray)
     except ImageError as exc:
         exc.args = (f"{path}: {exc}",)
         raise
@@ -532,13 +542,17 @@ def _from_array(path: Path) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
     array = np.squeeze(array)
-    if array.shape != (28, 28) or not np.issubdtype(array.dtype, np.number):
+    if array.shape != (28, 28) or array.dtype.kind not in "biuf":  # real numbers: no complex, no text
         raise ImageError(f"{path}: expected a numeric 28x28 array, got {array.dtype} {array.shape}")
     array = array.astype(np.float32)
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
         raise ImageError(
             f"{path}: expected pixel values in [0, 1] or [0, 255], not NaN, infinite or negative"
         )
+    array = array / 255.0 if array.max() > 1.0 else array
+    # A light border is paper: MNIST's digits sit on black, with at least 4 empty pixels around them.
+    if _border(array).mean() > 0.5:
+        array = 1.0 - array
     if array.max() == 0:
         raise NoDigitError(f"{path}: no digit found: the array is blank")
-    return array / 255.0 if array.max() > 1.0 else array
+    return array

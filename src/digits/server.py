@@ -42,8 +42,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from digits import DigitsError, read_json
-from digits.models import DEFAULT_MODEL
+from digits import DigitsError, import_tensorflow_quietly, read_json
+from digits.models import DEFAULT_MODEL, reading
 from digits.preprocess import MAX_PIXELS, ImageError, decode_image, normalise, peek_pixels, segment_digits
 
 #: Environment variable naming the model to serve when no path is given.
@@ -223,13 +223,8 @@ async def _from_multipart(request: Request, body: bytes) -> bytes:
 
 
 def _probabilities(row: np.ndarray) -> dict:
-    digit = int(row.argmax())
-    return {
-        "digit": digit,
-        "confidence": round(float(row[digit]), 6),
-        "low_confidence": bool(row[digit] < LOW_CONFIDENCE),
-        "probabilities": [round(float(p), 6) for p in row],
-    }
+    answer = reading(row)
+    return {**answer, "low_confidence": answer["confidence"] < LOW_CONFIDENCE}
 
 
 def _pixels(image: np.ndarray) -> list[list[int]]:
@@ -292,7 +287,6 @@ def create_app(
     model_path: str | os.PathLike | None = None,
     *,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
-    max_pixels: int = MAX_PIXELS,
 ):
     """The FastAPI application serving one model (see ``resolve_model_path`` for the default)."""
     from digits import __version__
@@ -333,7 +327,7 @@ def create_app(
         read = time.perf_counter()
 
         def work(data: bytes):
-            image = decode_image(data, max_pixels)
+            image = decode_image(data)
             return image, prepare(image.gray)
 
         try:
@@ -379,7 +373,7 @@ def create_app(
 
     @app.get("/api/model", summary="The model being served: name, test accuracy, input spec")
     async def model():
-        return {**info, "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels}
+        return {**info, "max_upload_bytes": max_upload_bytes, "max_pixels": MAX_PIXELS}
 
     @app.post(
         "/api/predict",
@@ -456,7 +450,6 @@ def serve(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     access_log: bool = False,
     workers: int = 1,
-    tf_threads: int = 1,
 ) -> None:
     """Run the app with uvicorn until interrupted, in ``workers`` processes (each with the model)."""
     import uvicorn
@@ -470,7 +463,6 @@ def serve(
     settings = {
         "model_path": str(resolve_model_path(model_path)),  # fail here, before any worker starts
         "max_upload_bytes": max_upload_bytes,
-        "tf_threads": tf_threads,
     }
     options = dict(host=host, port=port, access_log=access_log, log_level="info")
     _check_port_free(host, port)  # before the model loads, and workers sharing a port would not fail
@@ -490,7 +482,7 @@ _SETTINGS_ENV = "DIGITS_SERVE_SETTINGS"
 
 def _app_from_settings(settings: dict):
     """The app of one server process, from the settings ``serve`` checked."""
-    limit_tensorflow_threads(settings["tf_threads"])
+    limit_tensorflow_threads(1)
     return create_app(settings["model_path"], max_upload_bytes=settings["max_upload_bytes"])
 
 
@@ -546,6 +538,7 @@ def _run_reuse_port_workers(workers: int, settings: dict, options: dict) -> None
 def _reuse_port_worker(settings: dict, options: dict) -> None:
     import uvicorn
 
+    import_tensorflow_quietly()
     try:
         app = _app_from_settings(settings)
     except (DigitsError, FileNotFoundError, ValueError) as exc:  # one line, not a traceback per worker

@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digits import DigitsError, check_new_folder, evaluation, plots, read_json, write_json
+from digits import DigitsError, check_choice, check_new_folder, evaluation, plots, read_json, write_json
 from digits import data as mnist
 from digits.augmentation import augmentation
 from digits.models import AUGMENTATIONS, MODELS, STRATEGIES, KerasClassifier, build_model
@@ -43,8 +43,7 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with the model's defaults filled in and every value checked."""
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        check_choice("model", self.model, MODELS)
         spec = MODELS[self.model]
         config = TrainConfig(**asdict(self))
         config.epochs = spec.epochs if config.epochs is None else config.epochs
@@ -52,19 +51,19 @@ class TrainConfig:
         if config.learning_rate is None:
             config.learning_rate = spec.learning_rate
         config.augment = spec.augment if config.augment is None else config.augment
-        if config.augment not in AUGMENTATIONS:
-            raise ValueError(
-                f"unknown augmentation {config.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}"
-            )
-        if config.distribute not in (None, *STRATEGIES):
-            choices = ", ".join(STRATEGIES)
-            raise ValueError(f"unknown distribution strategy {config.distribute!r}; choose one of: {choices}")
-        for name in ("epochs", "batch_size"):
+        check_choice("augmentation", config.augment, AUGMENTATIONS)
+        if config.distribute is not None:
+            check_choice("distribution strategy", config.distribute, STRATEGIES)
+        # Upper bounds far past any real run, so a typo fails here and not inside TensorFlow.
+        for name, most in (("epochs", 10000), ("batch_size", 60000)):
             if getattr(config, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+            if getattr(config, name) > most:
+                raise ValueError(f"{name} must be at most {most}, got {getattr(config, name)}")
         mnist.check_seed("seed", config.seed)
-        if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
-            raise ValueError(f"learning_rate must be positive and finite, got {config.learning_rate}")
+        rate = config.learning_rate
+        if not (math.isfinite(rate) and 0 < rate <= 10):
+            raise ValueError(f"learning_rate must be positive, finite and at most 10, got {rate}")
         mnist.check_split(config.val_size, config.split_seed, config.train_size)
         return config
 
@@ -312,7 +311,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
         saved = mnist.read_run_config(out)
         config = TrainConfig.from_dict({**saved, "data_dir": config.data_dir or saved["data_dir"]})
     else:
-        check_new_folder(out, hint=f", or --resume {out} to continue it")
+        check_new_folder(out, hint=f", or continue it with: digits train --resume {out}")
     config = config.resolved()
     strategy = strategy_for(config)
     if use_mixed_precision_on_gpu():
