@@ -366,3 +366,13 @@ def test_a_failing_tensorflow_import_still_shows_what_it_wrote(tmp_path):
     assert (
         "libtensorflow: broken install" in result.stderr and "ImportError: no libtensorflow" in result.stderr
     )
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "digits.cli", "models"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # like `digits models | head -0`: gone before the first line is written
+    err = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait() == 1 and err == ""

@@ -411,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in _TENSORFLOW_COMMANDS:
             import_tensorflow_quietly()
         return args.func(args)
+    except BrokenPipeError:
+        # The reader stopped early (| head): end quietly, with stdout on /dev/null so the exit-time
+        # flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (DigitsError, OSError, ValueError) as exc:  # files that cannot be read or written included
         print(f"digits: error: {_message(exc)}", file=sys.stderr)
         return 2
