@@ -1,4 +1,4 @@
-"""Load, verify and prepare MNIST, and print what came out: ``python data_preparation.py``.
+"""Load, verify and prepare MNIST, and print what came out (python data_preparation.py).
 
 The seed project's data step, kept as a script over ``digits.data``: the SHA-256 of each of the four
 files (checked against the published one), the shapes of the prepared arrays (scaled to [0, 1], shaped

@@ -151,6 +151,11 @@ def test_report_tables_and_chart_include_the_cnn_runs(tmp_path):
     (runs / "cnn-run" / "metrics.json").write_text(
         json.dumps({"model": "seed-cnn", "test_accuracy": 0.993, "test_r2": 0.988, "train_seconds": 360})
     )
+    (runs / "cnn-run" / "config.json").write_text(json.dumps({"val_size": 5000, "train_size": 2000}))
+    (runs / "old-run").mkdir()  # a run without config.json: its training size is unknown
+    (runs / "old-run" / "metrics.json").write_text(
+        json.dumps({"model": "fast-cnn", "test_accuracy": 0.99, "train_seconds": 60})
+    )
     (runs / "unfinished").mkdir()
     (runs / "unfinished" / "metrics.json").write_text("{")
     out = tmp_path / "out"
@@ -160,9 +165,12 @@ def test_report_tables_and_chart_include_the_cnn_runs(tmp_path):
 
     assert [path.name for path in written] == ["results.md", "results.png"]
     table = (out / "results.md").read_text().splitlines()
-    assert len(table) == 4  # header, rule, the baseline, the CNN
+    assert len(table) == 5  # header, rule, the baseline, the two CNNs
     assert table[2].startswith("| knn |") and "97.50%" in table[2] and "| 23 |" in table[2]
-    assert table[3].startswith(f"| seed-cnn | CNN ({runs / 'cnn-run'})") and "99.30%" in table[3]
+    assert (
+        table[3].startswith(f"| seed-cnn | CNN ({runs / 'cnn-run'}) | no | 2,000 |") and "99.30%" in table[3]
+    )
+    assert table[4].startswith(f"| fast-cnn | CNN ({runs / 'old-run'}) | no | — |")
     assert (out / "results.png").stat().st_size > 10_000
     text = baselines.format_table([result])
     assert "knn" in text and "97.50%" in text and "2500" in text

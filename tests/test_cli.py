@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -121,8 +122,14 @@ def test_runs_recorded_before_split_seed_keep_their_split():
 def test_train_refuses_to_overwrite_a_folder_with_work_in_it(capsys, tmp_path):
     (tmp_path / "model.keras").write_text("precious")
     code, _, err = run(capsys, "train", "--out", str(tmp_path))
-    assert code == 2 and "not empty" in err and "--resume" in err
+    assert code == 2 and "not empty" in err and "--resume" not in err  # not a run: nothing to resume
     assert (tmp_path / "model.keras").read_text() == "precious"
+    (tmp_path / "config.json").write_text("{}")  # a run that started
+    code, _, err = run(capsys, "train", "--out", str(tmp_path))
+    assert code == 2 and f"continue it with: digits train --resume {tmp_path}" in err
+    (tmp_path / "metrics.json").write_text("{}")  # and finished
+    code, _, err = run(capsys, "train", "--out", str(tmp_path))
+    assert code == 2 and "not empty" in err and "--resume" not in err
 
 
 def test_resume_of_a_folder_that_is_no_run_is_an_error(capsys, tmp_path):
@@ -312,6 +319,17 @@ def test_predict_calls_a_folder_a_folder(capsys, tmp_path):
     (tmp_path / "images").mkdir()
     code, _, err = run(capsys, "predict", run_dir, str(tmp_path / "images"))
     assert code == 1 and "images: is a folder, not an image file" in err
+
+
+def test_predict_says_when_its_answer_is_a_guess(capsys, tmp_path):
+    run_dir = _dummy_run(tmp_path / "run", {"model": "dummy"})  # ten classes at 10% each
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:16] = 255
+    np.save(tmp_path / "one.npy", digit)
+    code, out, _ = run(capsys, "predict", run_dir, str(tmp_path / "one.npy"))
+    assert code == 0 and out.endswith("(confidence 10.0%: low, the image may not hold one clear digit)\n")
+    code, out, _ = run(capsys, "predict", run_dir, str(tmp_path / "one.npy"), "--json")
+    assert code == 0 and json.loads(out)["low_confidence"] is True
 
 
 def test_evaluate_scores_the_training_subset_the_run_was_trained_on(capsys, tmp_path, monkeypatch):

@@ -93,7 +93,7 @@ def test_a_data_dir_that_is_no_folder_is_named_once_not_per_file(tmp_path, monke
     if given == "environment":
         monkeypatch.setenv(data.ENV_VAR, str(folder))
     data_dir = folder if given == "argument" else None
-    expected = f"{folder}: {problem}; set {data.ENV_VAR} or pass --data-dir"
+    expected = f"{folder}: {problem}; point {data.ENV_VAR} or --data-dir at a folder"
     with pytest.raises(data.DataError, match="^" + re.escape(expected)):
         data.locate("t10k-labels-idx1-ubyte.gz", data_dir)
     with pytest.raises(data.DataError, match="^" + re.escape(expected)):
@@ -122,7 +122,7 @@ def test_offline_download_says_what_to_set_and_leaves_no_partial_file(tmp_path, 
     monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
     # Port 9 on loopback refuses connections: the same failure as having no network.
     monkeypatch.setattr(data, "MIRRORS", ("http://127.0.0.1:9/",))
-    with pytest.raises(data.DataError, match=f"offline\\? set {data.ENV_VAR}"):
+    with pytest.raises(data.DataError, match=f"offline\\? point {data.ENV_VAR} or --data-dir at"):
         data.locate("train-labels-idx1-ubyte.gz")
     cache = tmp_path / "cache"
     assert not cache.exists() or not any(cache.iterdir())

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from digits import evaluation
+from digits.data import PreparedData
 
 
 def test_r_squared_is_one_for_perfect_confident_predictions():
@@ -53,3 +54,26 @@ def test_metrics_reject_mismatched_inputs():
         evaluation.summary(np.array([0, 1]), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="2 labels but 3"):
         evaluation.summary(np.array([0, 1]), np.zeros((3, 10)))
+
+
+def test_evaluate_says_how_many_images_each_figure_covers():
+    class Perfect:
+        name = "perfect"
+
+        def predict_proba(self, x):
+            return evaluation.one_hot(x[:, 0, 0, 0].astype(int))
+
+    def split(n):
+        y = np.arange(n) % 10
+        x = np.zeros((n, 28, 28, 1), np.float32)
+        x[:, 0, 0, 0] = y  # the label, where Perfect reads it
+        return x, y
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = split(20), split(10), split(30)
+    data = PreparedData(x_train, y_train, x_val, y_val, x_test, y_test)
+    result = evaluation.evaluate(Perfect(), data)
+    assert (result["train_images"], result["val_images"], result["test_images"]) == (20, 10, 30)
+    text = evaluation.format_text(result)
+    assert "train accuracy  100.0000%  (20 images)" in text
+    assert "val accuracy    100.0000%  (10 images)" in text
+    assert "test accuracy   100.0000%  (30 images)" in text

@@ -159,7 +159,9 @@ def test_benchmark_ensemble_and_tta_end_to_end(tmp_path, mnist_dir, capsys):
         # The per-epoch score after the last epoch is the run's final test accuracy; chance is 10%.
         assert row["curve"]["test_accuracy"] == [pytest.approx(row["test_accuracy"], abs=1e-6)]
         assert row["test_accuracy"] > 0.5 and row["images_per_second"] > 0
-    assert "| fast-cnn | 1 |" in (out / "benchmark.md").read_text()
+    table = (out / "benchmark.md").read_text()
+    assert "| fast-cnn | 1 |" in table and "Quick look (--epochs 1 --train-size 3000)" in table
+    assert result["overrides"] == {"epochs": 1, "train_size": 3000}
     assert result["default_model_images_per_second"] > 0  # the packaged model, timed in the same run
     assert (out / "accuracy_vs_seconds.png").is_file()
 
@@ -316,3 +318,22 @@ def test_only_an_ensemble_json_is_loaded_as_an_ensemble(tmp_path):
     for name in ("config.json", "metrics.json"):
         with pytest.raises(DigitsError, match=f"{name}: not a .keras, .joblib or ensemble.json model"):
             load_classifier(Path(run) / name)
+
+
+def test_benchmark_table_marks_a_quick_look_and_only_a_quick_look():
+    from digits.benchmark import markdown_table
+
+    row = {
+        "model": "fast-cnn",
+        "epochs": 1,
+        "test_accuracy": 0.99,
+        "test_r2": 0.98,
+        "train_seconds": 12.0,
+        "seconds_to_99": 12.0,
+        "images_per_second": 30000.0,
+        "curve": {"seconds": [12.0], "test_accuracy": [0.99]},
+    }
+    full = markdown_table([row], "a machine", overrides={"epochs": None, "train_size": None})
+    quick = markdown_table([row], "a machine", overrides={"epochs": 1, "train_size": None})
+    assert "Quick look" not in full
+    assert "Quick look (--epochs 1): the recipes were cut short" in quick

@@ -320,6 +320,20 @@ def train_all(config: BaselineConfig, out: str | Path, log=log_stderr) -> list[d
 # ---------------------------------------------------------------------------- reports
 
 
+def _train_images(run: Path) -> int | None:
+    """How many images a CNN run trained on, from its config.json (None if it does not say)."""
+    from digits import DigitsError
+    from digits.data import read_run_config, split_of
+
+    try:
+        config = read_run_config(run)
+        if not config:
+            return None
+        return config.get("train_size") or 60000 - split_of(config)[0]
+    except (OSError, DigitsError):
+        return None
+
+
 def cnn_runs(runs_dir: str | Path) -> list[dict]:
     """Metrics of the CNN run folders ``runs_dir/*/metrics.json``, with the folder as ``run``."""
     found = []
@@ -334,6 +348,7 @@ def cnn_runs(runs_dir: str | Path) -> list[dict]:
                 {
                     **metrics,
                     "run": str(path.parent),
+                    "train_images": _train_images(path.parent),
                     "model_bytes": model_file.stat().st_size if model_file.is_file() else None,
                 }
             )
@@ -377,8 +392,9 @@ def markdown_table(results: list[dict], cnns: list[dict] = ()) -> str:
     for r in cnns:
         val = f"{r['val_accuracy']:.2%}" if r.get("val_accuracy") is not None else "—"
         r2 = f"{r['test_r2']:.4f}" if r.get("test_r2") is not None else "—"
+        images = f"{r['train_images']:,}" if r.get("train_images") is not None else "—"
         lines.append(
-            f"| {r['model']} | CNN ({r['run']}) | no | — | {val} | {r['test_accuracy']:.2%} | {r2} | "
+            f"| {r['model']} | CNN ({r['run']}) | no | {images} | {val} | {r['test_accuracy']:.2%} | {r2} | "
             f"{r['train_seconds']:.1f} | — | {_megabytes(r['model_bytes'])} |"
         )
     return "\n".join(lines) + "\n"

@@ -101,11 +101,18 @@ def run_benchmark(
     if DEFAULT_MODEL.is_file():
         default_rate = images_per_second(KerasClassifier(DEFAULT_MODEL), x_test)
     machine = versions()["machine"]
-    report = {"machine": machine, "rows": rows, "default_model_images_per_second": default_rate}
+    overrides = {"epochs": epochs, "train_size": train_size}
+    report = {
+        "machine": machine,
+        "overrides": overrides,
+        "rows": rows,
+        "default_model_images_per_second": default_rate,
+    }
     (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "benchmark.md").write_text(markdown_table(rows, machine, default_rate))
+    table = markdown_table(rows, machine, default_rate, overrides)
+    (out / "benchmark.md").write_text(table)
     plots.accuracy_vs_seconds(rows, out / "accuracy_vs_seconds.png", TARGET)
-    log(f"\n{markdown_table(rows, machine, default_rate)}\nwritten to {out}/")
+    log(f"\n{table}\nwritten to {out}/")
     return rows
 
 
@@ -115,17 +122,34 @@ def _epoch_seconds(run: Path) -> list[float]:
 
 
 def _row_text(row: dict) -> str:
-    to_99 = f"{row['seconds_to_99']:.1f} s" if row["seconds_to_99"] is not None else "never"
+    to_99 = f"after {row['seconds_to_99']:.1f} s" if row["seconds_to_99"] is not None else "not reached"
+    epochs = f"{row['epochs']} epoch{'' if row['epochs'] == 1 else 's'}"
     return (
-        f"{row['model']}: test accuracy {row['test_accuracy']:.2%} after {row['epochs']} epochs, "
-        f"{row['train_seconds']:.0f} s; 99.0% after {to_99}; {row['images_per_second']:,.0f} images/s"
+        f"{row['model']}: test accuracy {row['test_accuracy']:.2%} after {epochs}, "
+        f"{row['train_seconds']:.0f} s; 99.0% {to_99}; {row['images_per_second']:,.0f} images/s"
     )
 
 
-def markdown_table(rows: list[dict], machine: str, default_rate: float | None = None) -> str:
-    """The benchmark as a Markdown table, with the per-epoch test accuracy curve of each model."""
+def markdown_table(
+    rows: list[dict], machine: str, default_rate: float | None = None, overrides: dict | None = None
+) -> str:
+    """The benchmark as a Markdown table, with the per-epoch test accuracy curve of each model.
+
+    ``overrides`` are the ``epochs`` and ``train_size`` that replaced the recipes, if any: such a
+    quick look says so, so that it is not taken for the full comparison.
+    """
+    flags = " ".join(
+        f"--{name.replace('_', '-')} {value}"
+        for name, value in (overrides or {}).items()
+        if value is not None
+    )
     lines = [
         f"Machine: {machine}.",
+        *(
+            [f"Quick look ({flags}): the recipes were cut short, so this is not the full comparison."]
+            if flags
+            else []
+        ),
         "",
         "| model | epochs | test accuracy | test R² | training s | s to 99.0% | predict images/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",

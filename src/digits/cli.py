@@ -182,7 +182,8 @@ def cmd_predict(args) -> int:
         if args.json:
             print(json.dumps({"file": file, **answer}))
         else:
-            print(f"{file}: {answer['digit']} (confidence {answer['confidence']:.1%})")
+            doubt = ": low, the image may not hold one clear digit" if answer["low_confidence"] else ""
+            print(f"{file}: {answer['digit']} (confidence {answer['confidence']:.1%}{doubt})")
     return 1 if failed else 0
 
 

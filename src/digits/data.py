@@ -38,7 +38,7 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 
-_SUPPLY_HINT = f"set {ENV_VAR} or pass --data-dir to a folder holding the four MNIST .gz files"
+_SUPPLY_HINT = f"point {ENV_VAR} or --data-dir at a folder holding the four MNIST .gz files"
 
 
 class DataError(DigitsError):

@@ -66,6 +66,10 @@ def evaluate(classifier, data) -> dict:
         "train_accuracy": train["accuracy"],
         "train_loss": train["loss"],
         "train_r2": train["r2"],
+        # A run trained on a subset is scored on that subset, so say how many images each figure covers.
+        "train_images": len(data.y_train),
+        "val_images": len(data.y_val),
+        "test_images": len(data.y_test),
     }
     if len(data.x_val):
         # What to compare models and settings by (accuracy, then log loss to break ties); the test
@@ -82,10 +86,14 @@ def format_text(result: dict) -> str:
     """A human-readable block of the headline metrics and the per-class report."""
     lines = [
         f"model           {result['model']}",
-        f"train accuracy  {result['train_accuracy']:.4%}",
-        *([f"val accuracy    {result['val_accuracy']:.4%}"] if "val_accuracy" in result else []),
+        f"train accuracy  {result['train_accuracy']:.4%}  ({result['train_images']:,} images)",
+        *(
+            [f"val accuracy    {result['val_accuracy']:.4%}  ({result['val_images']:,} images)"]
+            if "val_accuracy" in result
+            else []
+        ),
         *([f"val loss        {result['val_loss']:.4f}"] if "val_loss" in result else []),
-        f"test accuracy   {result['test_accuracy']:.4%}",
+        f"test accuracy   {result['test_accuracy']:.4%}  ({result['test_images']:,} images)",
         f"test loss       {result['test_loss']:.4f}",
         f"test R-squared  {result['test_r2']:.4f}",
         "",

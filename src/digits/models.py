@@ -260,12 +260,18 @@ def build_model(name: str):
     return MODELS[name].build()
 
 
+#: Answers whose top probability is below this are flagged ``low_confidence`` (API and ``predict``).
+LOW_CONFIDENCE = 0.6
+
+
 def reading(probabilities: np.ndarray) -> dict:
-    """One image's answer as JSON values: the digit, its probability, and all ten rounded to 6 places."""
+    """One image's answer as JSON values: the digit, its probability, whether that is low, all ten."""
     digit = int(probabilities.argmax())
+    confidence = round(float(probabilities[digit]), 6)
     return {
         "digit": digit,
-        "confidence": round(float(probabilities[digit]), 6),
+        "confidence": confidence,
+        "low_confidence": confidence < LOW_CONFIDENCE,
         "probabilities": [round(float(p), 6) for p in probabilities],
     }
 

@@ -43,15 +43,13 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from digits import DigitsError, import_tensorflow_quietly, read_json
-from digits.models import DEFAULT_MODEL, reading
+from digits.models import DEFAULT_MODEL, LOW_CONFIDENCE, reading
 from digits.preprocess import MAX_PIXELS, ImageError, decode_image, normalise, peek_pixels, segment_digits
 
 #: Environment variable naming the model to serve when no path is given.
 MODEL_ENV = "DIGITS_MODEL"
 #: Largest request body accepted (an image, or its base64 in JSON), checked before decoding.
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-#: Predictions whose top probability is below this are flagged ``low_confidence``.
-LOW_CONFIDENCE = 0.6
 STATIC = Path(__file__).parent / "static"
 
 # Small images are decoded on the event loop (cheaper than a thread hop); big ones in a thread so
@@ -222,11 +220,6 @@ async def _from_multipart(request: Request, body: bytes) -> bytes:
 # ---------------------------------------------------------------------------- the app
 
 
-def _probabilities(row: np.ndarray) -> dict:
-    answer = reading(row)
-    return {**answer, "low_confidence": answer["confidence"] < LOW_CONFIDENCE}
-
-
 def _pixels(image: np.ndarray) -> list[list[int]]:
     """The 28x28 model input as rows of grey levels 0-255 (exact: the input is quantised to bytes)."""
     return np.round(image * 255).astype(np.uint8).tolist()
@@ -393,7 +386,7 @@ def create_app(
         row = (await predictor.predict(processed[np.newaxis]))[0]
         return JSONResponse(
             {
-                **_probabilities(row),
+                **reading(row),
                 "processed": _pixels(processed),
                 "image": {"width": image.width, "height": image.height, "format": image.format},
                 "timing": timing(times, inference_start, start),
@@ -422,7 +415,7 @@ def create_app(
             x, y, w, h = (round(v * image.scale) for v in crop.box)
             digits.append(
                 {
-                    **_probabilities(row),
+                    **reading(row),
                     "box": {"x": x, "y": y, "width": w, "height": h},
                     "processed": _pixels(crop.image),
                 }
@@ -466,7 +459,11 @@ def serve(
     }
     options = dict(host=host, port=port, access_log=access_log, log_level="info")
     _check_port_free(host, port)  # before the model loads, and workers sharing a port would not fail
-    print(f"serving on http://{host}:{port}/  (API: /api/predict, /docs; Ctrl-C to stop)", flush=True)
+    print(
+        f"serving {settings['model_path']} on http://{host}:{port}/ once {_workers(workers)} loaded it"
+        "  (API: /api/predict, /docs; Ctrl-C to stop)",
+        flush=True,
+    )
     if workers == 1:
         uvicorn.run(_app_from_settings(settings), **options)
     elif hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
@@ -493,6 +490,10 @@ def app_from_environment():
 
 def _socket_for(host: str) -> socket.socket:
     return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
+def _workers(count: int) -> str:
+    return "the worker has" if count == 1 else f"the {count} workers have"
 
 
 def _check_port_free(host: str, port: int) -> None:

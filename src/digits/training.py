@@ -311,7 +311,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
         saved = mnist.read_run_config(out)
         config = TrainConfig.from_dict({**saved, "data_dir": config.data_dir or saved["data_dir"]})
     else:
-        check_new_folder(out, hint=f", or continue it with: digits train --resume {out}")
+        # Point at --resume only where it can work: a run that started and did not finish.
+        unfinished = (out / "config.json").is_file() and not (out / "metrics.json").is_file()
+        check_new_folder(out, f", or continue it with: digits train --resume {out}" if unfinished else "")
     config = config.resolved()
     strategy = strategy_for(config)
     if use_mixed_precision_on_gpu():
