@@ -45,7 +45,8 @@ def server_url():
     import uvicorn
 
     from digits import DigitsError
-    from digits.server import create_app, resolve_model_path
+    from digits.models import resolve_model_path
+    from digits.server import create_app
 
     try:
         model = resolve_model_path()

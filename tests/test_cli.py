@@ -332,6 +332,17 @@ def test_predict_says_when_its_answer_is_a_guess(capsys, tmp_path):
     assert code == 0 and json.loads(out)["low_confidence"] is True
 
 
+def test_predict_without_a_model_uses_the_default_one(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITS_MODEL", _dummy_run(tmp_path / "run", {"model": "dummy"}))
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:16] = 255
+    np.save(tmp_path / "one.npy", digit)
+    code, out, _ = run(capsys, "predict", str(tmp_path / "one.npy"), "--json")
+    assert code == 0 and json.loads(out)["probabilities"] == [0.1] * 10  # the dummy's answer
+    code, _, err = run(capsys, "predict", str(tmp_path / "run"))
+    assert code == 2 and _one_line_error(err, "no image to read: give image files after the model")
+
+
 def test_evaluate_scores_the_training_subset_the_run_was_trained_on(capsys, tmp_path, monkeypatch):
     drawn = []
 

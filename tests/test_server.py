@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from digits import DigitsError
+from digits.models import DEFAULT_MODEL, resolve_model_path
 from digits.preprocess import decode_image
-from digits.server import DEFAULT_MODEL, create_app, resolve_model_path
+from digits.server import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -162,16 +162,30 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+#: File endings ``predict`` reads as images; any other first path names the model.
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".npy"}
+
+
+def _model_and_images(paths: list[str]) -> tuple[str | None, list[str]]:
+    """``predict``'s paths split into the model (None: the default one) and the images."""
+    if Path(paths[0]).suffix.lower() in _IMAGE_SUFFIXES:
+        return None, paths
+    if len(paths) == 1:
+        raise ValueError(f"no image to read: give image files after the model {paths[0]}")
+    return paths[0], paths[1:]
+
+
 def cmd_predict(args) -> int:
     """``digits predict``: the digit in each image file; exit 1 if any file could not be read."""
     import numpy as np
 
-    from digits.models import load_classifier, reading
+    from digits.models import load_classifier, reading, resolve_model_path
     from digits.preprocess import ImageError, load_image
 
-    classifier = load_classifier(args.model)
+    model, images = _model_and_images(args.paths)
+    classifier = load_classifier(resolve_model_path(model))
     failed = 0
-    for file in args.images:
+    for file in images:
         try:
             image = load_image(file)
         except ImageError as exc:
@@ -322,9 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="read the digit in image files")
-    predict.add_argument("model", help="run or ensemble folder, .keras or .joblib file")
-    predict.add_argument("images", nargs="+", help="PNG/JPEG files or 28x28 .npy arrays")
+    predict = commands.add_parser(
+        "predict",
+        help="read the digit in image files",
+        usage="digits predict [-h] [--json] [MODEL] IMAGE [IMAGE ...]",
+    )
+    predict.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="MODEL: a run or ensemble folder, .keras or .joblib file (default: $DIGITS_MODEL, else the"
+        " packaged model); then each IMAGE: a PNG, JPEG, GIF, BMP, WebP or TIFF file, or a 28x28 .npy array",
+    )
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
     predict.set_defaults(func=cmd_predict)
 

@@ -5,6 +5,7 @@ Every model takes float32 images shaped (N, 28, 28, 1) in [0, 1] and outputs ten
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from digits.data import read_run_config
 AUGMENTATIONS = ("none", "affine", "elastic")
 #: The small trained model shipped with the package (``make default-model``): serve and predict use it.
 DEFAULT_MODEL = Path(__file__).parent / "default_model" / "model.keras"
+#: Environment variable naming the model ``serve`` and ``predict`` use when none is given.
+MODEL_ENV = "DIGITS_MODEL"
 #: ``--distribute`` choices: one machine's devices, or several machines described by ``TF_CONFIG``.
 STRATEGIES = ("mirrored", "multi-worker")
 
@@ -430,6 +433,17 @@ def _run_name(path: Path) -> str | None:
 
 LOADERS = {".keras": KerasClassifier, ".joblib": SklearnClassifier}
 MODEL_FILES = ("model.keras", "model.joblib", "ensemble.json")
+
+
+def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
+    """The model to use: the argument, else ``$DIGITS_MODEL``, else the packaged default model."""
+    path = Path(model_path or os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
+    if not path.exists():
+        hint = "name a model: a run or ensemble folder, or a .keras/.joblib file"
+        if path == DEFAULT_MODEL:
+            hint += " or restore the packaged default model"
+        raise DigitsError(f"{path}: no model there; {hint}")
+    return path
 
 
 def load_classifier(path: str | Path):

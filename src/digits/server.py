@@ -43,11 +43,9 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from digits import DigitsError, import_tensorflow_quietly, read_json
-from digits.models import DEFAULT_MODEL, LOW_CONFIDENCE, reading
+from digits.models import LOW_CONFIDENCE, reading, resolve_model_path
 from digits.preprocess import MAX_PIXELS, ImageError, decode_image, normalise, peek_pixels, segment_digits
 
-#: Environment variable naming the model to serve when no path is given.
-MODEL_ENV = "DIGITS_MODEL"
 #: Largest request body accepted (an image, or its base64 in JSON), checked before decoding.
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 STATIC = Path(__file__).parent / "static"
@@ -68,17 +66,6 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, detail: str):
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
-
-
-def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
-    """The model to serve: the argument, else ``$DIGITS_MODEL``, else the packaged default model."""
-    path = Path(model_path or os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
-    if not path.exists():
-        hint = "pass --model PATH (a run folder or a .keras/.joblib file)"
-        if path == DEFAULT_MODEL:
-            hint += " or restore the packaged default model"
-        raise DigitsError(f"{path}: no model there; {hint}")
-    return path
 
 
 def limit_tensorflow_threads(threads: int) -> None:
