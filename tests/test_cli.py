@@ -341,6 +341,12 @@ def test_predict_without_a_model_uses_the_default_one(capsys, tmp_path, monkeypa
     assert code == 0 and json.loads(out)["probabilities"] == [0.1] * 10  # the dummy's answer
     code, _, err = run(capsys, "predict", str(tmp_path / "run"))
     assert code == 2 and _one_line_error(err, "no image to read: give image files after the model")
+    # An existing file without a suffix is an image; a missing path without one, a mistyped run folder.
+    (tmp_path / "scan").write_bytes((tmp_path / "one.npy").read_bytes())
+    code, out, _ = run(capsys, "predict", str(tmp_path / "scan"), str(tmp_path / "one.npy"))
+    assert code == 1 and out.count("\n") == 1  # scan is no .npy, so not readable; one.npy is read
+    code, _, err = run(capsys, "predict", str(tmp_path / "rnu"), str(tmp_path / "one.npy"))
+    assert code == 2 and _one_line_error(err, "rnu: no model there")
 
 
 def test_evaluate_scores_the_training_subset_the_run_was_trained_on(capsys, tmp_path, monkeypatch):
@@ -386,6 +392,17 @@ def test_tensorflow_start_up_lines_are_held_back():
     assert result.returncode == 0 and result.stdout == "ok\n" and result.stderr == ""
 
 
+def test_tensorflow_imports_with_stderr_closed_and_passes_on_its_other_messages(tmp_path):
+    code = "import os; os.close(2); from digits import import_tensorflow_quietly as q; q(); print('ok')"
+    result = _python(code)
+    assert result.returncode == 0 and result.stdout == "ok\n"
+    (tmp_path / "tensorflow.py").write_text(
+        "import os\nos.write(2, b'I0000 start-up chatter\\nW0000 a real warning\\n')\n"
+    )
+    result = _python("from digits import import_tensorflow_quietly as q; q()", tmp_path)
+    assert result.returncode == 0 and result.stderr == "W0000 a real warning\n"
+
+
 def test_a_failing_tensorflow_import_still_shows_what_it_wrote(tmp_path):
     (tmp_path / "tensorflow.py").write_text(
         "import os\nos.write(2, b'libtensorflow: broken install\\n')\nraise ImportError('no libtensorflow')\n"
@@ -399,6 +416,7 @@ def test_a_failing_tensorflow_import_still_shows_what_it_wrote(tmp_path):
 
 def test_output_into_a_closed_pipe_ends_quietly():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("PYTHONUNBUFFERED", None)  # buffered, as in most shells: the pipe breaks at the last flush
     command = [sys.executable, "-m", "digits.cli", "models"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     process.stdout.close()  # like `digits models | head -0`: gone before the first line is written

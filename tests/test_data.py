@@ -249,6 +249,9 @@ def test_an_unusable_recorded_split_names_config_json_and_the_value(tmp_path, ca
     assert main(["evaluate", str(run), "--data-dir", str(tmp_path / "no-data-here")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"digits: error: {message}") and err.count("\n") == 1
+    assert main(["train", "--resume", str(run)]) == 2  # resuming reads the same file
+    err = capsys.readouterr().err
+    assert err.startswith(f"digits: error: {message}") and err.count("\n") == 1
 
 
 def test_split_of_reads_a_plain_dict_and_checks_it_too():

@@ -336,4 +336,4 @@ def test_benchmark_table_marks_a_quick_look_and_only_a_quick_look():
     full = markdown_table([row], "a machine", overrides={"epochs": None, "train_size": None})
     quick = markdown_table([row], "a machine", overrides={"epochs": 1, "train_size": None})
     assert "Quick look" not in full
-    assert "Quick look (--epochs 1): the recipes were cut short" in quick
+    assert "Quick look (--epochs 1): the recipes were overridden" in quick

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 __version__ = "0.1.0"
@@ -11,31 +12,42 @@ class DigitsError(Exception):
     """An expected failure with a message meant for the user (bad data, bad input, bad flags)."""
 
 
+#: The lines TensorFlow writes on every import: absl's preamble and its INFO lines (oneDNN, CPU features).
+_START_UP_LINE = re.compile(r"WARNING: All log messages before absl::InitializeLog|I\d{4} ")
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow without the C++ start-up lines it writes to stderr on every run.
 
     TensorFlow 2.21 writes them before it reads ``TF_CPP_MIN_LOG_LEVEL``, so only the file descriptor
-    can hold them back. If the import fails, what it wrote is shown after all.
+    can hold them back. Anything else it writes (warnings, errors) is passed on, and all of it if the
+    import fails.
     """
     import sys
     import tempfile
 
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError):  # no stderr at all (closed, or a daemon): nothing to keep clean
+        import tensorflow  # noqa: F401
+
+        return
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
+        failed = True
         try:
             import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
+
+            failed = False
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if failed or not _START_UP_LINE.match(line)))
 
 
 def check_choice(what: str, value, choices) -> None:

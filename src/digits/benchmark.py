@@ -146,7 +146,7 @@ def markdown_table(
     lines = [
         f"Machine: {machine}.",
         *(
-            [f"Quick look ({flags}): the recipes were cut short, so this is not the full comparison."]
+            [f"Quick look ({flags}): the recipes were overridden, so this is not the full comparison."]
             if flags
             else []
         ),

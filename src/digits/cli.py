@@ -162,13 +162,16 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-#: File endings ``predict`` reads as images; any other first path names the model.
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".npy"}
+def _is_model(path: Path) -> bool:
+    """A run or ensemble folder, a model file, or a missing path without a suffix (a mistyped run)."""
+    return (
+        path.is_dir() or path.suffix in (".keras", ".joblib", ".json") or not (path.exists() or path.suffix)
+    )
 
 
 def _model_and_images(paths: list[str]) -> tuple[str | None, list[str]]:
     """``predict``'s paths split into the model (None: the default one) and the images."""
-    if Path(paths[0]).suffix.lower() in _IMAGE_SUFFIXES:
+    if not _is_model(Path(paths[0])):
         return None, paths
     if len(paths) == 1:
         raise ValueError(f"no image to read: give image files after the model {paths[0]}")
@@ -414,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: The commands that run a Keras model, and so import TensorFlow.
-_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict", "serve", "ensemble", "benchmark"}
+#: The commands whose modules import Keras, and so TensorFlow, as they load (the others load it, quietly
+#: too, only when a Keras model is loaded: see KerasClassifier).
+_TENSORFLOW_COMMANDS = {"train", "benchmark"}
 
 
 def _message(exc: Exception) -> str:
@@ -434,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in _TENSORFLOW_COMMANDS:
             import_tensorflow_quietly()
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here for buffered output, inside the try
+        return code
     except BrokenPipeError:
         # The reader stopped early (| head): end quietly, with stdout on /dev/null so the exit-time
         # flush does not fail again.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits import DigitsError, check_choice, read_json
+from digits import DigitsError, check_choice, import_tensorflow_quietly, read_json
 from digits.data import read_run_config
 
 #: Augmentation recipes a model or ``digits train --augment`` can name (see digits.augmentation).
@@ -348,6 +348,7 @@ class KerasClassifier:
     """
 
     def __init__(self, path: Path):
+        import_tensorflow_quietly()
         import keras
         import tensorflow as tf
 

@@ -70,6 +70,7 @@ class ApiError(Exception):
 
 def limit_tensorflow_threads(threads: int) -> None:
     """Cap TensorFlow's thread pools; the web server needs the other cores for HTTP and decoding."""
+    import_tensorflow_quietly()
     import tensorflow as tf
 
     try:
@@ -526,7 +527,6 @@ def _run_reuse_port_workers(workers: int, settings: dict, options: dict) -> None
 def _reuse_port_worker(settings: dict, options: dict) -> None:
     import uvicorn
 
-    import_tensorflow_quietly()
     try:
         app = _app_from_settings(settings)
     except (DigitsError, FileNotFoundError, ValueError) as exc:  # one line, not a traceback per worker

@@ -68,9 +68,9 @@ class TrainConfig:
         return config
 
     @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        """Rebuild a config from a run's config.json, ignoring the extra keys recorded there."""
-        val_size, split_seed = mnist.split_of(values)  # also reads runs from before split_seed
+    def from_dict(cls, values: dict, path: str | Path = "the run config") -> TrainConfig:
+        """Rebuild a config from a run's config.json (``path``, for messages), ignoring its extra keys."""
+        val_size, split_seed = mnist.split_of(values, path)  # also reads runs from before split_seed
         values = {**values, "val_size": val_size, "split_seed": split_seed}
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
@@ -309,7 +309,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
         if (out / "metrics.json").is_file():
             raise RunExists(f"{out}: this run already finished (metrics.json exists)")
         saved = mnist.read_run_config(out)
-        config = TrainConfig.from_dict({**saved, "data_dir": config.data_dir or saved["data_dir"]})
+        values = {**saved, "data_dir": config.data_dir or saved.get("data_dir")}
+        config = TrainConfig.from_dict(values, out / "config.json")
     else:
         # Point at --resume only where it can work: a run that started and did not finish.
         unfinished = (out / "config.json").is_file() and not (out / "metrics.json").is_file()
