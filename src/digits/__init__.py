@@ -50,6 +50,11 @@ def import_tensorflow_quietly() -> None:
             sys.stderr.write("".join(line for line in lines if failed or not _START_UP_LINE.match(line)))
 
 
+def epochs_text(count: float) -> str:
+    """``count`` epochs in words: "1 epoch", "0.3 epochs", "24 epochs"."""
+    return f"{count:g} epoch{'' if count == 1 else 's'}"
+
+
 def check_choice(what: str, value, choices) -> None:
     """Raise ValueError, listing the choices, unless ``value`` is one of them."""
     if value not in choices:

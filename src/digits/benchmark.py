@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digits import check_new_folder, plots
+from digits import check_new_folder, epochs_text, plots
 from digits import data as mnist
 from digits.models import DEFAULT_MODEL, KerasClassifier
 from digits.training import TrainConfig, train, versions
@@ -123,9 +123,8 @@ def _epoch_seconds(run: Path) -> list[float]:
 
 def _row_text(row: dict) -> str:
     to_99 = f"after {row['seconds_to_99']:.1f} s" if row["seconds_to_99"] is not None else "not reached"
-    epochs = f"{row['epochs']} epoch{'' if row['epochs'] == 1 else 's'}"
     return (
-        f"{row['model']}: test accuracy {row['test_accuracy']:.2%} after {epochs}, "
+        f"{row['model']}: test accuracy {row['test_accuracy']:.2%} after {epochs_text(row['epochs'])}, "
         f"{row['train_seconds']:.0f} s; 99.0% {to_99}; {row['images_per_second']:,.0f} images/s"
     )
 

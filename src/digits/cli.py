@@ -44,21 +44,18 @@ def cmd_data_check(args) -> int:
     return 1 if bad else 0
 
 
-def _epochs(count: float) -> str:
-    return f"{count:g} epoch{'' if count == 1 else 's'}"
-
-
 def cmd_models(args) -> int:
     """``digits models``: each architecture and its default recipe."""
+    from digits import epochs_text
     from digits.models import MODELS
 
     width = max(map(len, MODELS)) + 2
     for name, spec in MODELS.items():
-        warmup = f", warm-up {_epochs(spec.warmup_epochs)}" if spec.warmup_epochs else ""
+        warmup = f", warm-up {epochs_text(spec.warmup_epochs)}" if spec.warmup_epochs else ""
         smoothing = f", label smoothing {spec.label_smoothing:g}" if spec.label_smoothing else ""
         print(f"{name:<{width}}{spec.description}")
         print(
-            f"{'':<{width}}defaults: {_epochs(spec.epochs)}, batch {spec.batch_size}, Adam "
+            f"{'':<{width}}defaults: {epochs_text(spec.epochs)}, batch {spec.batch_size}, Adam "
             f"{spec.learning_rate:g} {spec.schedule}{warmup}{smoothing}, augmentation {spec.augment}"
         )
     return 0
@@ -150,9 +147,9 @@ def cmd_evaluate(args) -> int:
         classifier = ShiftTTA(classifier)
     # The split and training subset the model was trained on: its validation score is clean, and
     # its train accuracy is the one training reported.
-    val_size, split_seed = data.recorded_split(classifier.path.parent)
-    train_size = data.read_run_config(classifier.path.parent).get("train_size")
-    prepared = data.prepare(args.data_dir, val_size, split_seed, train_size)
+    recorded = data.read_run_config(classifier.path.parent)
+    val_size, split_seed = data.split_of(recorded, classifier.path.parent / "config.json")
+    prepared = data.prepare(args.data_dir, val_size, split_seed, recorded.get("train_size"))
     result = evaluation.evaluate(classifier, prepared)
     result.pop("test_probabilities")
     if args.json:
