@@ -337,3 +337,17 @@ def test_benchmark_table_marks_a_quick_look_and_only_a_quick_look():
     quick = markdown_table([row], "a machine", overrides={"epochs": 1, "train_size": None})
     assert "Quick look" not in full
     assert "Quick look (--epochs 1): the recipes were overridden" in quick
+
+
+def test_an_ensemble_of_keras_models_predicts_without_tensorflow_retracing_warnings(tmp_path, caplog):
+    import logging
+
+    from digits.models import load_classifier
+
+    build_model("fast-cnn").save(tmp_path / "member.keras")
+    listed = ["member.keras"] * 6  # TensorFlow warns from the fifth trace of one function on
+    (tmp_path / "ensemble.json").write_text(json.dumps({"members": listed, "tta": False}))
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        probabilities = load_classifier(tmp_path / "ensemble.json").predict_proba(np.zeros((2, 28, 28, 1)))
+    assert probabilities.shape == (2, 10)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -5,6 +5,7 @@ Every model takes float32 images shaped (N, 28, 28, 1) in [0, 1] and outputs ten
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -356,8 +357,10 @@ class KerasClassifier:
         self.model = _load(path, keras.models.load_model)
         self.name = _run_name(path) or self.model.name
         inference = fold_batch_norm(self.model)
+        # A partial, not a lambda: TensorFlow counts traces per code object, and the lambdas of an
+        # ensemble's members would share one and trigger its "excessive retracing" warning.
         self._forward = tf.function(
-            lambda x: inference(x, training=False),
+            functools.partial(inference, training=False),
             input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
             autograph=False,  # a plain call, no Python control flow to convert
         )
