@@ -123,3 +123,38 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, mnist_dir):
     history = (out / "history.csv").read_text().splitlines()
     assert metrics["epochs"] == 3 and len(history) == 4  # header + one row per epoch, none repeated
     assert [int(row.split(",")[0]) for row in history[1:]] == [1, 2, 3]
+
+
+def test_a_student_trains_on_its_teachers_probabilities(short_run, tmp_path, mnist_dir):
+    from digits.models import load_classifier
+
+    teacher, _ = short_run
+    lines = []
+    config = TrainConfig(epochs=1, train_size=2000, teacher=str(teacher), data_dir=str(mnist_dir))
+    metrics = train(config, tmp_path / "student", log=lines.append)
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["teacher"] == str(teacher)
+    # The reported agreement is the teacher's own reading of the student's training images.
+    prepared = data.prepare(mnist_dir, 5000, 0, 2000)
+    agree = np.mean(
+        load_classifier(teacher).predict_proba(prepared.x_train).argmax(axis=1) == prepared.y_train
+    )
+    assert f"teacher {teacher}: {agree:.2%} agreement with the training labels it replaces" in lines
+    assert metrics["test_accuracy"] > 0.5
+
+
+def test_a_teacher_that_saw_the_validation_images_is_refused(short_run, tmp_path, mnist_dir, capsys):
+    teacher, _ = short_run  # trained beside the default split, (5000, 0)
+    out = tmp_path / "student"
+    command = ["train", "--teacher", str(teacher), "--val-size", "500", "--out", str(out)]
+    assert main([*command, "--data-dir", str(mnist_dir)]) == 2
+    error = capsys.readouterr().err
+    assert "was trained beside another validation split" in error and "(5000, 0)" in error
+    assert not out.exists()
+
+
+def test_a_missing_teacher_is_one_line_and_leaves_no_run(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "student"
+    assert main(["train", "--teacher", str(tmp_path / "nope"), "--out", str(out)]) != 0
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "nope" in error and "Traceback" not in error
+    assert not out.exists()

@@ -73,6 +73,7 @@ _RUN_SETTINGS = {
     "augment": "--augment",
     "train_size": "--train-size",
     "distribute": "--distribute",
+    "teacher": "--teacher",
 }
 
 
@@ -319,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="tf.distribute: mirrored (all GPUs, or 2 logical CPUs) or multi-worker (machines in TF_CONFIG)",
     )
     train.add_argument("--train-size", type=int, help="train on a stratified subset of this many images")
+    train.add_argument(
+        "--teacher",
+        metavar="DIR",
+        help="knowledge distillation: a trained run or ensemble whose probabilities for the training images"
+        " replace their labels as targets (it must share the run's validation split)",
+    )
     train.add_argument("--out", help="run folder to create (default: runs/MODEL-TIMESTAMP)")
     train.add_argument(
         "--resume",

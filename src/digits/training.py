@@ -22,7 +22,7 @@ import numpy as np
 from digits import DigitsError, check_choice, check_new_folder, evaluation, plots, read_json, write_json
 from digits import data as mnist
 from digits.augmentation import augmentation
-from digits.models import AUGMENTATIONS, MODELS, STRATEGIES, KerasClassifier, build_model
+from digits.models import AUGMENTATIONS, MODELS, STRATEGIES, KerasClassifier, build_model, load_classifier
 
 
 @dataclass
@@ -40,6 +40,7 @@ class TrainConfig:
     train_size: int | None = None
     data_dir: str | None = None
     distribute: str | None = None
+    teacher: str | None = None
 
     def resolved(self) -> TrainConfig:
         """A copy with the model's defaults filled in and every value checked."""
@@ -167,9 +168,10 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
             warmup_target=config.learning_rate if warmup else None,
             warmup_steps=warmup,
         )
+    # A teacher's probabilities are soft targets already; smoothing them again would blur its advice.
     loss = (
-        keras.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing)
-        if spec.label_smoothing
+        keras.losses.CategoricalCrossentropy(label_smoothing=0.0 if config.teacher else spec.label_smoothing)
+        if spec.label_smoothing or config.teacher
         else keras.losses.SparseCategoricalCrossentropy()
     )
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
@@ -263,8 +265,38 @@ def use_mixed_precision_on_gpu() -> bool:
 
 
 def labels_for(config: TrainConfig, y: np.ndarray) -> np.ndarray:
-    """Integer labels, or one-hot where the loss (label smoothing) needs them."""
-    return evaluation.one_hot(y) if MODELS[config.model].label_smoothing else y
+    """Integer labels, or one-hot where the loss (label smoothing, a teacher) needs them."""
+    return evaluation.one_hot(y) if MODELS[config.model].label_smoothing or config.teacher else y
+
+
+def load_teacher(config: TrainConfig):
+    """The trained model or ensemble named by ``config.teacher``, checked against the run's split.
+
+    Its validation score stays clean only if the teacher never saw the run's validation images, i.e.
+    it was trained beside the same split; a run on all images (``val_size`` 0) may learn from any.
+    """
+    teacher = load_classifier(config.teacher)
+    split = mnist.recorded_split(teacher.path.parent)
+    if config.val_size and split != (config.val_size, config.split_seed):
+        raise ValueError(
+            f"teacher {config.teacher} was trained beside another validation split (val_size, split_seed)"
+            f" {split} than this run's {(config.val_size, config.split_seed)}, so it has seen this run's"
+            " validation images; train the student with the teacher's --val-size and --split-seed"
+        )
+    return teacher
+
+
+def distillation_targets(teacher, data, log=print) -> np.ndarray:
+    """The teacher's class probabilities for the training images: the student's targets.
+
+    Knowledge distillation (Hinton et al., 2015): the probabilities say which other digits an image
+    resembles, which one-hot labels cannot. They are read from the clean images and kept for each
+    image's augmented copies.
+    """
+    probabilities = teacher.predict_proba(data.x_train).astype(np.float32)
+    agree = float(np.mean(probabilities.argmax(axis=1) == data.y_train))
+    log(f"teacher {teacher.path.parent}: {agree:.2%} agreement with the training labels it replaces")
+    return probabilities
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -317,6 +349,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
         check_new_folder(out, f", or continue it with: digits train --resume {out}" if unfinished else "")
     config = config.resolved()
     strategy = strategy_for(config)
+    teacher = load_teacher(config) if config.teacher else None  # after the strategy sets up devices
     if use_mixed_precision_on_gpu():
         log("GPU found: training with mixed precision (float16 compute, float32 weights)")
 
@@ -335,9 +368,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
 
     # 2. Input pipelines.
     keras.utils.set_random_seed(config.seed)
+    targets = distillation_targets(teacher, data, log) if teacher else labels_for(config, data.y_train)
     train_ds = make_dataset(
         data.x_train,
-        labels_for(config, data.y_train),
+        targets,
         config.batch_size,
         shuffle=True,
         augment=config.augment,
