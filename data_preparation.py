@@ -7,6 +7,7 @@ images) and test sets.
 """
 
 import argparse
+import signal
 import sys
 from typing import NoReturn
 
@@ -24,6 +25,10 @@ parser.add_argument(
 )
 parser.add_argument("--seed", type=int, default=0, help="seed of the stratified validation split")
 args = parser.parse_args()
+
+# A reader that stops early (| head) ends the script quietly, as it would any command-line tool.
+if hasattr(signal, "SIGPIPE"):  # not on Windows
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def fail(message: str) -> NoReturn:

@@ -272,3 +272,12 @@ def test_a_data_file_that_cannot_be_read_is_one_data_error(tmp_path, monkeypatch
         data.DataError, match=r"train-images-idx3-ubyte.gz: cannot be read \(Permission denied\)"
     ):
         data.locate("train-images-idx3-ubyte.gz", tmp_path)
+
+
+def test_data_preparation_into_a_closed_pipe_ends_quietly(mnist_dir):
+    command = [sys.executable, str(ROOT / "data_preparation.py"), "--data-dir", str(mnist_dir)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # like `python data_preparation.py | head -0`
+    err = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=120) != 0 and err == ""
