@@ -507,7 +507,10 @@ def _run_reuse_port_workers(workers: int, settings: dict, options: dict) -> None
     # Stopped with SIGTERM (kill, a service manager): leave through the cleanup below, workers included.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TensorFlow state forked
-    processes = [context.Process(target=_reuse_port_worker, args=(settings, options)) for _ in range(workers)]
+    errors = context.SimpleQueue()  # why a worker could not start: every worker fails alike, say it once
+    processes = [
+        context.Process(target=_reuse_port_worker, args=(settings, options, errors)) for _ in range(workers)
+    ]
     for process in processes:
         process.start()
     try:
@@ -519,18 +522,20 @@ def _run_reuse_port_workers(workers: int, settings: dict, options: dict) -> None
             if process.is_alive():
                 process.terminate()
             process.join()
+    if not errors.empty():
+        raise DigitsError(errors.get())
     failed = [process.exitcode for process in processes if process.exitcode not in (0, -signal.SIGTERM)]
     if failed:
         raise DigitsError(f"a server worker stopped with exit code {failed[0]}; see its messages above")
 
 
-def _reuse_port_worker(settings: dict, options: dict) -> None:
+def _reuse_port_worker(settings: dict, options: dict, errors) -> None:
     import uvicorn
 
     try:
         app = _app_from_settings(settings)
-    except (DigitsError, FileNotFoundError, ValueError) as exc:  # one line, not a traceback per worker
-        print(f"digits: error: {exc}", file=sys.stderr, flush=True)
+    except (DigitsError, FileNotFoundError, ValueError) as exc:  # for the parent to report, not a traceback
+        errors.put(str(exc))
         sys.exit(2)
     host, port = options["host"], options["port"]
     sock = _socket_for(host)
