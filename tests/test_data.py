@@ -128,6 +128,44 @@ def test_offline_download_says_what_to_set_and_leaves_no_partial_file(tmp_path, 
     assert not cache.exists() or not any(cache.iterdir())
 
 
+def test_offline_check_tries_the_mirrors_once_not_once_per_file(tmp_path, monkeypatch, mnist_dir):
+    import pooch
+
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(data, "MIRRORS", ("http://127.0.0.1:9/",))  # refuses connections, like no network
+    shutil.copy(mnist_dir / "train-labels-idx1-ubyte.gz", tmp_path)  # one file already in the cache
+    tried = []
+    retrieve = pooch.retrieve
+    monkeypatch.setattr(pooch, "retrieve", lambda url, **kw: tried.append(url) or retrieve(url, **kw))
+    rows = data.check_files()
+    assert tried == ["http://127.0.0.1:9/train-images-idx3-ubyte.gz"]
+    assert [row["status"] for row in rows] == ["error", "ok", "error", "error"]
+    assert "offline?" in rows[0]["error"]
+    assert rows[2]["error"] == (
+        "t10k-images-idx3-ubyte.gz: not downloaded, since no mirror could be reached for"
+        " train-images-idx3-ubyte.gz"
+    )
+
+
+def test_a_mirror_that_answers_without_the_file_does_not_stop_the_other_downloads(tmp_path, monkeypatch):
+    import pooch
+    import requests
+
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path)
+    tried = []
+
+    def not_found(url, **kwargs):
+        tried.append(url)
+        raise requests.HTTPError("404 Client Error: Not Found")
+
+    monkeypatch.setattr(pooch, "retrieve", not_found)
+    rows = data.check_files()
+    assert len(tried) == 4 * len(data.MIRRORS)
+    assert all("could not download" in row["error"] and "HTTPError" in row["error"] for row in rows)
+
+
 def test_cache_files_are_verified_and_used_without_download(tmp_path, monkeypatch, mnist_dir):
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     monkeypatch.setattr(data, "cache_dir", lambda: tmp_path)

@@ -45,6 +45,10 @@ class DataError(DigitsError):
     """A data file is missing, corrupted or malformed; the message says which and what to do."""
 
 
+class MirrorsUnreachable(DataError):
+    """No download mirror could be reached (offline, or blocked): the other files would fail alike."""
+
+
 def cache_dir() -> Path:
     """The per-user cache directory the files are downloaded into."""
     import pooch
@@ -73,8 +77,9 @@ def sha256_of(path: Path) -> str:
 def _download(name: str, folder: Path) -> Path:
     """Download one file into the cache; pooch writes to a temporary file and renames it when verified."""
     import pooch
+    import requests
 
-    errors = []
+    errors, unreachable = [], True
     for mirror in MIRRORS:
         try:
             return Path(
@@ -88,7 +93,8 @@ def _download(name: str, folder: Path) -> Path:
             )
         except Exception as exc:  # network errors come in many types; try the next mirror
             errors.append(f"{mirror}: {type(exc).__name__}")
-    raise DataError(
+            unreachable &= isinstance(exc, (requests.ConnectionError, requests.Timeout))
+    raise (MirrorsUnreachable if unreachable else DataError)(
         f"could not download {name} from any mirror ({'; '.join(errors)}); "
         f"offline? {_SUPPLY_HINT} (expected sha256 {SHA256[name]})"
     )
@@ -178,14 +184,17 @@ def check_files(data_dir: str | os.PathLike | None = None) -> list[dict]:
 
     A data folder that is missing or not a folder is one ``DataError``, not four failed rows.
     """
-    _existing_data_dir(data_dir)
-    rows = []
+    folder, _ = _existing_data_dir(data_dir)
+    rows, unreachable = [], None
     for name, expected in SHA256.items():
         row = {"file": name, "expected_sha256": expected}
         try:
+            if unreachable and not (folder / name).is_file():  # no second round of failed downloads
+                raise DataError(f"{name}: not downloaded, since no mirror could be reached for {unreachable}")
             path = locate(name, data_dir)
             row.update(path=str(path), status="ok", sha256=expected, shape=list(read_idx(path).shape))
         except DataError as exc:
+            unreachable = unreachable or (name if isinstance(exc, MirrorsUnreachable) else None)
             row.update(status="error", error=str(exc))
         rows.append(row)
     return rows
