@@ -158,3 +158,16 @@ def test_a_missing_teacher_is_one_line_and_leaves_no_run(tmp_path, mnist_dir, ca
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "nope" in error and "Traceback" not in error
     assert not out.exists()
+
+
+def test_a_teacher_without_a_recorded_split_is_refused_unless_the_run_has_no_validation(tmp_path):
+    from digits.models import build_model
+
+    build_model("fast-cnn").save(tmp_path / "loose.keras")  # no config.json: trained on what?
+    config = TrainConfig(teacher=str(tmp_path / "loose.keras"), data_dir=str(tmp_path / "no-data"))
+    with pytest.raises(ValueError, match="has no config.json beside it"):
+        train(config, tmp_path / "student", log=lambda *_: None)
+    assert not (tmp_path / "student").exists()
+    config.val_size = 0  # nothing to keep clean: it gets past the teacher, to the (missing) data
+    with pytest.raises(data.DataError, match="no such folder"):
+        train(config, tmp_path / "student", log=lambda *_: None)
