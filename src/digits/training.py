@@ -285,9 +285,9 @@ def load_teacher(config: TrainConfig):
     split = mnist.recorded_split(teacher.path.parent)
     if config.val_size and split != (config.val_size, config.split_seed):
         raise ValueError(
-            f"teacher {config.teacher} was trained beside another validation split (val_size, split_seed)"
-            f" {split} than this run's {(config.val_size, config.split_seed)}, so it has seen this run's"
-            " validation images; train the student with the teacher's --val-size and --split-seed"
+            f"teacher {config.teacher} was trained beside the validation split (val_size, split_seed) ="
+            f" {split}, not this run's {(config.val_size, config.split_seed)}, so it has seen some of this"
+            " run's validation images; train the student with the teacher's --val-size and --split-seed"
         )
     return teacher
 
