@@ -14,12 +14,10 @@ from typing import NoReturn
 import numpy as np
 
 from digits import DigitsError, data
+from digits.cli import add_data_dir_argument
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument(
-    "--data-dir",
-    help="folder with the four MNIST .gz files (default: $DIGITS_DATA_DIR, else download to the cache)",
-)
+add_data_dir_argument(parser)
 parser.add_argument(
     "--val-size", type=int, default=5000, help="validation images carved from training (0: none)"
 )

@@ -11,14 +11,11 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from digits.cli import main
+from digits.cli import add_data_dir_argument, main
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--epochs", type=int, help="number of epochs (default: 15, about 4 minutes on 2 cores)")
-parser.add_argument(
-    "--data-dir",
-    help="folder with the four MNIST .gz files (default: $DIGITS_DATA_DIR, else download to the cache)",
-)
+add_data_dir_argument(parser)
 parser.add_argument("--out", help="run folder (default: runs/mnist_cnn-TIMESTAMP)")
 parser.add_argument("--no-augment", action="store_true", help="train without data augmentation")
 args = parser.parse_args()

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from digits.cli import add_data_dir_argument
+
 
 def render_user_image(digit: np.ndarray, rng: np.random.Generator, uneven_light: bool = False) -> bytes:
     """A 28x28 uint8 MNIST digit as a JPEG a user might send: big, dark on light, askew, off-centre."""
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--count", type=int, default=2000, help="test digits to render (default 2000)")
     parser.add_argument("--url", help="a running server (default: an in-process app)")
     parser.add_argument("--model", help="model for the in-process app (default: the server's default)")
-    parser.add_argument("--data-dir", help="MNIST folder (default: $DIGITS_DATA_DIR)")
+    add_data_dir_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-examples", metavar="DIR", help="also write the first 20 images here")
     parser.add_argument("--uneven-light", action="store_true", help="light each sheet unevenly")

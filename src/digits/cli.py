@@ -17,7 +17,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--data-dir`` flag, worded once for every command and script that reads MNIST."""
     parser.add_argument(
         "--data-dir",
         help="folder with the four MNIST .gz files (default: $DIGITS_DATA_DIR, else download to the cache)",
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_parser = commands.add_parser("data", help="check the MNIST files")
     data_commands = data_parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     check = data_commands.add_parser("check", help="verify the four files' checksums and headers")
-    _add_data_dir(check)
+    add_data_dir_argument(check)
     check.set_defaults(func=cmd_data_check)
 
     models = commands.add_parser("models", help="list the model architectures and their defaults")
@@ -333,14 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its last checkpoint, with its own settings (only --data-dir"
         " may be given too)",
     )
-    _add_data_dir(train)
+    add_data_dir_argument(train)
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained model on MNIST")
     evaluate.add_argument("model", help="run or ensemble folder, .keras or .joblib file")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--tta", action="store_true", help="average over the image and 1-pixel shifts")
-    _add_data_dir(evaluate)
+    add_data_dir_argument(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = commands.add_parser(
@@ -390,14 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.add_argument(
         "--cnn-runs", default="runs", metavar="DIR", help="CNN run folders to compare with (default: runs)"
     )
-    _add_data_dir(baselines)
+    add_data_dir_argument(baselines)
     baselines.set_defaults(func=cmd_baselines)
 
     ensemble = commands.add_parser("ensemble", help="average the probabilities of trained models")
     ensemble.add_argument("--members", nargs="+", required=True, metavar="DIR", help="trained run folders")
     ensemble.add_argument("--out", required=True, help="new folder for the ensemble and its metrics")
     ensemble.add_argument("--tta", action="store_true", help="each member also averages over shifts")
-    _add_data_dir(ensemble)
+    add_data_dir_argument(ensemble)
     ensemble.set_defaults(func=cmd_ensemble)
 
     benchmark = commands.add_parser(
@@ -415,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--seed", type=int, default=0, help="random seed for every run")
     benchmark.add_argument("--epochs", type=int, help="override every model's epochs (quick looks only)")
     benchmark.add_argument("--train-size", type=int, help="train on a subset (quick looks only)")
-    _add_data_dir(benchmark)
+    add_data_dir_argument(benchmark)
     benchmark.set_defaults(func=cmd_benchmark)
 
     return parser
