@@ -276,13 +276,14 @@ def load_teacher(config: TrainConfig):
     it was trained beside the same split; a run on all images (``val_size`` 0) may learn from any.
     """
     teacher = load_classifier(config.teacher)
-    if config.val_size and not mnist.read_run_config(teacher.path.parent):
+    recorded = mnist.read_run_config(teacher.path.parent)
+    split = mnist.split_of(recorded, teacher.path.parent / "config.json")
+    if config.val_size and not recorded:
         raise ValueError(
             f"teacher {config.teacher} has no config.json beside it to say which images it was trained on,"
             " so it may have seen this run's validation images; name its run folder, or train on all"
             " images (--val-size 0)"
         )
-    split = mnist.recorded_split(teacher.path.parent)
     if config.val_size and split != (config.val_size, config.split_seed):
         raise ValueError(
             f"teacher {config.teacher} was trained beside the validation split (val_size, split_seed) ="
