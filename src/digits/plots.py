@@ -55,8 +55,8 @@ def test_figures(metrics: dict, images: np.ndarray, y_true: np.ndarray, probabil
 def misclassified(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, path: Path) -> None:
     """A grid of the 36 most confidently wrong test digits, labelled true -> predicted."""
     predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != y_true)
-    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:36]
+    every_wrong = np.flatnonzero(predicted != y_true)
+    wrong = every_wrong[np.argsort(-probabilities[every_wrong, predicted[every_wrong]])][:36]
     cols = 6
     rows = max(1, int(np.ceil(len(wrong) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8), squeeze=False)
@@ -65,7 +65,7 @@ def misclassified(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndar
     for ax, i in zip(axes.flat, wrong, strict=False):  # fewer errors than cells
         ax.imshow(images[i].squeeze(), cmap="gray_r")
         ax.set_title(f"{y_true[i]} -> {predicted[i]} ({probabilities[i, predicted[i]]:.0%})", fontsize=9)
-    fig.suptitle(f"{len(np.flatnonzero(predicted != y_true))} misclassified test digits (true -> predicted)")
+    fig.suptitle(f"{len(every_wrong)} misclassified test digits (true -> predicted)")
     _save(fig, path)
 
 
