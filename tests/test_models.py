@@ -49,7 +49,7 @@ def test_unknown_model_names_the_choices():
         build_model("lenet")
 
 
-@pytest.mark.parametrize("kind", ["affine", "elastic"])
+@pytest.mark.parametrize("kind", ["affine", "elastic", "wide"])
 def test_augmentation_distorts_but_keeps_shape_range_and_ink(kind):
     images = np.zeros((8, 28, 28, 1), np.float32)
     images[:, 6:22, 12:16] = 1.0  # a vertical bar, like a "1"
@@ -57,6 +57,20 @@ def test_augmentation_distorts_but_keeps_shape_range_and_ink(kind):
     assert out.shape == images.shape and out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
     assert not np.allclose(out, images)
     assert np.all(out.sum(axis=(1, 2, 3)) > 0.5 * images[0].sum())  # the digit is not pushed out
+
+
+def test_wide_augmentation_moves_digits_about_twice_as_far_as_affine():
+    images = np.zeros((256, 28, 28, 1), np.float32)
+    images[:, 10:18, 10:18] = 1.0  # a centred square: rotation and zoom keep its centre, shifts move it
+
+    def mean_shift(kind):
+        out = np.asarray(augmentation(kind, seed=4)(images, training=True))[..., 0]
+        columns = (out.sum(axis=1) * np.arange(28)).sum(axis=1) / out.sum(axis=(1, 2))
+        return np.mean(np.abs(columns - 13.5))
+
+    # Shifts are uniform up to 10% (2.8 px) for affine and 20% (5.6 px) for wide: means 1.4 and 2.8 px.
+    affine, wide = mean_shift("affine"), mean_shift("wide")
+    assert 1.0 < affine < 1.8 and 2.2 < wide < 3.4
 
 
 def test_elastic_distortion_bends_a_straight_stroke():
@@ -204,6 +218,37 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path, mnist_dir):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "on 2 devices" in done.stdout
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.5  # chance is 0.1
+
+
+def test_m5_ends_on_the_average_of_its_weights_and_its_checkpoints_keep_the_average(tmp_path):
+    import keras
+
+    from digits.training import TrainConfig, compile_model
+
+    def averages(optimizer):
+        return [v.numpy() for v in optimizer.variables if v.path.endswith("_average")]
+
+    plain = build_model("deep-cnn")
+    compile_model(plain, TrainConfig(model="deep-cnn").resolved(), steps_per_epoch=2)
+    assert not plain.optimizer.use_ema
+
+    model = build_model("m5")
+    compile_model(model, TrainConfig(model="m5").resolved(), steps_per_epoch=2)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.999
+    rng = np.random.default_rng(0)
+    images = rng.random((64, 28, 28, 1), dtype=np.float32)
+    labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 64)]
+    model.fit(images, labels, batch_size=32, epochs=1, verbose=0)
+    # fit ends by writing the averages into the model, which is what gets saved and evaluated.
+    average = averages(model.optimizer)
+    assert len(average) == len(model.trainable_weights)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(average, model.trainable_weights, strict=True))
+
+    # A resumed run continues the same average: the checkpoint carries it with the optimizer state.
+    model.save(tmp_path / "checkpoint.keras")
+    restored = keras.models.load_model(tmp_path / "checkpoint.keras")
+    assert restored.optimizer.use_ema and restored.optimizer.ema_momentum == 0.999
+    assert all(np.array_equal(a, b) for a, b in zip(average, averages(restored.optimizer), strict=True))
 
 
 def test_batch_norm_recalibration_measures_clean_images_and_keeps_weights():

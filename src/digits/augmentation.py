@@ -9,21 +9,27 @@ from keras import layers, ops
 from digits import check_choice
 from digits.models import AUGMENTATIONS
 
+#: Recipe -> (largest rotation in degrees, largest shift and zoom as fractions of the side).
+AFFINE_RANGES = {"affine": (10, 0.1, 0.1), "elastic": (10, 0.1, 0.1), "wide": (20, 0.2, 0.0)}
+
 
 def augmentation(kind: str = "affine", seed: int = 0) -> keras.Sequential:
     """Random distortions of the kind handwriting has.
 
     "affine": small rotations, shifts and zooms; "elastic": the same plus elastic distortions, the
-    classic trick for MNIST (Simard et al., 2003).
+    classic trick for MNIST (Simard et al., 2003); "wide": rotations up to 20 degrees and shifts up to
+    a fifth of the image, without zoom (An et al., 2020, for their M5 network).
     """
     check_choice("augmentation", kind, AUGMENTATIONS[1:])  # "none" builds no layers
+    degrees, shift, zoom = AFFINE_RANGES[kind]
     # Empty pixels outside the digit are black (0), as in MNIST.
     fill = dict(fill_mode="constant", fill_value=0.0)
     steps = [
-        layers.RandomRotation(10 / 360, seed=seed, **fill),
-        layers.RandomTranslation(0.1, 0.1, seed=seed + 1, **fill),
-        layers.RandomZoom(0.1, seed=seed + 2, **fill),
+        layers.RandomRotation(degrees / 360, seed=seed, **fill),
+        layers.RandomTranslation(shift, shift, seed=seed + 1, **fill),
     ]
+    if zoom:
+        steps.append(layers.RandomZoom(zoom, seed=seed + 2, **fill))
     if kind == "elastic":
         steps.append(ElasticDistortion(seed=seed + 3))
     return keras.Sequential(steps, name=f"{kind}_augmentation")

@@ -154,8 +154,8 @@ def make_dataset(x, y, batch_size: int, shuffle: bool = False, augment: str = "n
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
-    """Adam with the model's learning-rate schedule, and its loss."""
+def make_optimizer(config: TrainConfig, steps_per_epoch: int):
+    """Adam with the model's learning-rate schedule, and its weight average if it keeps one."""
     spec = MODELS[config.model]
     learning_rate = config.learning_rate
     if spec.schedule == "cosine":
@@ -168,13 +168,20 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
             warmup_target=config.learning_rate if warmup else None,
             warmup_steps=warmup,
         )
+    ema = {"use_ema": True, "ema_momentum": spec.ema_momentum} if spec.ema_momentum else {}
+    return keras.optimizers.Adam(learning_rate, **ema)
+
+
+def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
+    """The model's optimizer (``make_optimizer``) and loss."""
+    spec = MODELS[config.model]
     # A teacher's probabilities are soft targets already; smoothing them again would blur its advice.
     loss = (
         keras.losses.CategoricalCrossentropy(label_smoothing=0.0 if config.teacher else spec.label_smoothing)
         if spec.label_smoothing or config.teacher
         else keras.losses.SparseCategoricalCrossentropy()
     )
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss, metrics=["accuracy"])
 
 
 def strategy_for(config: TrainConfig):
