@@ -202,8 +202,10 @@ def test_models_shows_each_default_recipe_in_plain_words(capsys):
     fast = out.split("fast-cnn", 1)[1].split("deep-cnn", 1)[0]
     assert code == 0 and "1 epochs" not in out
     assert "1 epoch," in fast and "warm-up 0.3 epochs" in fast and "label smoothing 0.1" in fast
-    deep = out.split("deep-cnn", 1)[1].split("resnet", 1)[0]
-    assert "24 epochs" in deep and "warm-up 1 epoch," in deep
+    deep = out.split("deep-cnn", 1)[1].split("\nm5", 1)[0]
+    assert "24 epochs" in deep and "warm-up 1 epoch," in deep and "averaged" not in deep
+    m5 = out.split("\nm5", 1)[1].split("\nresnet", 1)[0]
+    assert "augmentation wide, weights averaged (EMA 0.999)" in m5
 
 
 @pytest.mark.parametrize("name", ["metrics.json", "config.json"])

@@ -54,10 +54,11 @@ def cmd_models(args) -> int:
     for name, spec in MODELS.items():
         warmup = f", warm-up {epochs_text(spec.warmup_epochs)}" if spec.warmup_epochs else ""
         smoothing = f", label smoothing {spec.label_smoothing:g}" if spec.label_smoothing else ""
+        average = f", weights averaged (EMA {spec.ema_momentum:g})" if spec.ema_momentum else ""
         print(f"{name:<{width}}{spec.description}")
         print(
             f"{'':<{width}}defaults: {epochs_text(spec.epochs)}, batch {spec.batch_size}, Adam "
-            f"{spec.learning_rate:g} {spec.schedule}{warmup}{smoothing}, augmentation {spec.augment}"
+            f"{spec.learning_rate:g} {spec.schedule}{warmup}{smoothing}, augmentation {spec.augment}{average}"
         )
     return 0
 
