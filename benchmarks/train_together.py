@@ -35,7 +35,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
-from digits import check_new_folder, write_json  # noqa: E402
+from digits import DigitsError, check_new_folder, write_json  # noqa: E402
 from digits import data as mnist  # noqa: E402
 from digits.augmentation import augmentation  # noqa: E402
 from digits.models import MODELS, build_model  # noqa: E402
@@ -225,21 +225,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    check_new_folder(args.out)
-
-    configs = [
-        TrainConfig(
-            model=args.model,
-            epochs=args.epochs,
-            seed=seed,
-            augment=augment,
-            train_size=args.train_size,
-            data_dir=args.data_dir,
-        ).resolved()
-        for seed in args.seeds
-        for augment in args.augment or [MODELS[args.model].augment]
-    ]
-    data = mnist.prepare(args.data_dir, configs[0].val_size, configs[0].split_seed, args.train_size)
+    if args.group < 1 or not args.deadline > 0:
+        parser.error(f"--group must be at least 1 and --deadline positive, got {args.group}, {args.deadline}")
+    try:
+        check_new_folder(args.out)  # before minutes of training, never over earlier runs
+        configs = [
+            TrainConfig(
+                model=args.model,
+                epochs=args.epochs,
+                seed=seed,
+                augment=augment,
+                train_size=args.train_size,
+                data_dir=args.data_dir,
+            ).resolved()
+            for seed in args.seeds
+            for augment in args.augment or [MODELS[args.model].augment]
+        ]
+        data = mnist.prepare(args.data_dir, configs[0].val_size, configs[0].split_seed, args.train_size)
+    except (OSError, ValueError, DigitsError) as exc:
+        parser.error(str(exc))
     print(f"{len(configs)} branches of {args.model} on {device_name()}; {len(data.x_train)} training images")
 
     summaries, last = [], None

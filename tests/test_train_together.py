@@ -71,5 +71,23 @@ def test_every_branch_becomes_a_run_folder_that_the_project_loads(together, mnis
         assert row["val_accuracy_raw"] == row["val_accuracy_averaged"] == pytest.approx(accuracy, abs=2e-4)
     assert "group 1: fast-cnn-affine-seed0, fast-cnn-none-seed0" in capsys.readouterr().out
 
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(SystemExit):
         together.main(args)
+    assert "folder is not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--group", "0"], "--group must be at least 1"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--augment", "blur"], "unknown augmentation 'blur'"),
+        (["--data-dir", "/nonexistent"], "/nonexistent: no such folder"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_training(together, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        together.main(["--model", "fast-cnn", "--out", str(tmp_path / "out"), *flags])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
