@@ -1,4 +1,4 @@
-"""Train several seeds of a zoo model at once on one accelerator, with Keras on the JAX backend.
+"""Train several seeds of a zoo model at once on one accelerator (Keras; JAX backend on GPU machines).
 
 One model of 300k parameters cannot keep a GPU busy; a batch step over several at once can. Each
 (seed, augmentation) pair is a branch of one Keras model: the branches share only the batch of
@@ -24,22 +24,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+import keras
+import numpy as np
+from keras import layers, ops
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import layers, ops  # noqa: E402
-
-from digits import DigitsError, check_new_folder, write_json  # noqa: E402
-from digits import data as mnist  # noqa: E402
-from digits.augmentation import augmentation  # noqa: E402
-from digits.models import MODELS, build_model  # noqa: E402
-from digits.training import TrainConfig, cpu_name, make_optimizer  # noqa: E402
+from digits import DigitsError, check_new_folder, write_json
+from digits import data as mnist
+from digits.augmentation import augmentation
+from digits.models import MODELS, build_model
+from digits.training import TrainConfig, cpu_name, make_optimizer
 
 
 def branch_name(config: TrainConfig) -> str:

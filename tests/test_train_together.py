@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def together():
+    environment = dict(os.environ)
     spec = importlib.util.spec_from_file_location("train_together", ROOT / "benchmarks" / "train_together.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    # Child processes of later tests inherit this environment (a leaked KERAS_BACKEND broke them once).
+    assert dict(os.environ) == environment
     return module
 
 
