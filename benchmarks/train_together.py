@@ -23,7 +23,6 @@ the averaged weights (batch-norm statistics as trained). No test image is read.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -92,11 +91,9 @@ class Distortions:
     def _distort(self, images, states):
         distorted, updated = [], []
         for recipe, state in zip(self.recipes, states, strict=True):
-            if recipe is None:
-                distorted.append(images)
-                updated.append(state)
-                continue
-            output, state = recipe.stateless_call([], state, images, training=True)
+            output = images
+            if recipe is not None:
+                output, state = recipe.stateless_call([], state, images, training=True)
             distorted.append(output)
             updated.append(state)
         return ops.stack(distorted, axis=1), updated
@@ -258,7 +255,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raw, averaged = row["val_accuracy_raw"], row["val_accuracy_averaged"]
             print(f"  {row['run']}: validation {raw:.2%} raw, {averaged:.2%} averaged")
         print(f"  group took {last:.0f} s", flush=True)
-        (args.out / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
+        write_json(args.out / "summary.json", summaries)
     return summaries
 
 
