@@ -87,6 +87,7 @@ def test_every_branch_becomes_a_run_folder_that_the_project_loads(together, mnis
         (["--epochs", "0"], "epochs must be at least 1"),
         (["--augment", "blur"], "unknown augmentation 'blur'"),
         (["--data-dir", "/nonexistent"], "/nonexistent: no such folder"),
+        (["--seeds", "1", "1"], "name a branch twice: fast-cnn-none-seed1, fast-cnn-none-seed1"),
     ],
 )
 def test_bad_input_is_one_line_before_any_training(together, tmp_path, capsys, flags, message):
