@@ -75,6 +75,9 @@ def test_a_folder_that_cannot_be_written_is_one_line(capsys, tmp_path, mnist_dir
         (["--val-size", "5"], "val_size must be 0 or between 10 and 59990"),
         (["--val-size", "59995"], "val_size must be 0 or between 10 and 59990"),
         (["--model", "nope"], "unknown model 'nope'"),
+        (["--ema", "1"], "ema_momentum must be at least 0 and below 1, got 1.0"),
+        (["--ema", "-0.5"], "ema_momentum must be at least 0 and below 1, got -0.5"),
+        (["--ema", "nan"], "ema_momentum must be at least 0 and below 1, got nan"),
     ],
 )
 def test_train_rejects_bad_settings_before_doing_any_work(capsys, tmp_path, flags, message):

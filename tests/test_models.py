@@ -220,7 +220,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path, mnist_dir):
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.5  # chance is 0.1
 
 
-def test_m5_ends_on_the_average_of_its_weights_and_its_checkpoints_keep_the_average(tmp_path):
+def test_ema_sets_the_weight_average_and_m5_ends_on_it_and_its_checkpoints_keep_it(tmp_path):
     import keras
 
     from digits.training import TrainConfig, compile_model
@@ -231,6 +231,14 @@ def test_m5_ends_on_the_average_of_its_weights_and_its_checkpoints_keep_the_aver
     plain = build_model("deep-cnn")
     compile_model(plain, TrainConfig(model="deep-cnn").resolved(), steps_per_epoch=2)
     assert not plain.optimizer.use_ema
+
+    # --ema turns the average on for any model, and 0 turns off a model's own.
+    chosen = build_model("deep-cnn")
+    compile_model(chosen, TrainConfig(model="deep-cnn", ema_momentum=0.99).resolved(), steps_per_epoch=2)
+    assert chosen.optimizer.use_ema and chosen.optimizer.ema_momentum == 0.99
+    off = build_model("m5")
+    compile_model(off, TrainConfig(model="m5", ema_momentum=0.0).resolved(), steps_per_epoch=2)
+    assert not off.optimizer.use_ema
 
     model = build_model("m5")
     compile_model(model, TrainConfig(model="m5").resolved(), steps_per_epoch=2)

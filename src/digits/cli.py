@@ -76,6 +76,7 @@ _RUN_SETTINGS = {
     "train_size": "--train-size",
     "distribute": "--distribute",
     "teacher": "--teacher",
+    "ema_momentum": "--ema",
 }
 
 
@@ -327,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="knowledge distillation: a trained run or ensemble whose probabilities for the training images"
         " replace their labels as targets (it must share the run's validation split)",
+    )
+    train.add_argument(
+        "--ema",
+        dest="ema_momentum",
+        type=float,
+        metavar="MOMENTUM",
+        help="end on an exponential moving average of the weights with this momentum, such as 0.999"
+        " (default: the model's; 0: none)",
     )
     train.add_argument("--out", help="run folder to create (default: runs/MODEL-TIMESTAMP)")
     train.add_argument(

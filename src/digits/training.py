@@ -41,6 +41,8 @@ class TrainConfig:
     data_dir: str | None = None
     distribute: str | None = None
     teacher: str | None = None
+    #: Momentum of the weight average Adam keeps (Keras' ``use_ema``); 0 trains without one.
+    ema_momentum: float | None = None
 
     def resolved(self) -> TrainConfig:
         """A copy with the model's defaults filled in and every value checked."""
@@ -52,6 +54,10 @@ class TrainConfig:
         if config.learning_rate is None:
             config.learning_rate = spec.learning_rate
         config.augment = spec.augment if config.augment is None else config.augment
+        if config.ema_momentum is None:
+            config.ema_momentum = spec.ema_momentum or 0.0
+        if not 0 <= config.ema_momentum < 1:
+            raise ValueError(f"ema_momentum must be at least 0 and below 1, got {config.ema_momentum}")
         check_choice("augmentation", config.augment, AUGMENTATIONS)
         if config.distribute is not None:
             check_choice("distribution strategy", config.distribute, STRATEGIES)
@@ -168,7 +174,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int):
             warmup_target=config.learning_rate if warmup else None,
             warmup_steps=warmup,
         )
-    ema = {"use_ema": True, "ema_momentum": spec.ema_momentum} if spec.ema_momentum else {}
+    ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     return keras.optimizers.Adam(learning_rate, **ema)
 
 
