@@ -235,12 +235,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for seed in args.seeds
             for augment in args.augment or [MODELS[args.model].augment]
         ]
+        names = [branch_name(config) for config in configs]
+        if len(set(names)) < len(names):  # two branches would need one run folder, after their training
+            parser.error(f"--seeds and --augment name a branch twice: {', '.join(names)}")
         data = mnist.prepare(args.data_dir, configs[0].val_size, configs[0].split_seed, args.train_size)
     except (OSError, ValueError, DigitsError) as exc:
         parser.error(str(exc))
-    names = [branch_name(config) for config in configs]
-    if len(set(names)) < len(names):  # two branches would need one run folder, after their training
-        parser.error(f"--seeds and --augment name a branch twice: {', '.join(names)}")
     print(f"{len(configs)} branches of {args.model} on {device_name()}; {len(data.x_train)} training images")
 
     summaries, last = [], None

@@ -44,8 +44,8 @@ class ModelSpec:
     #: "wide" (larger rotations and shifts); see digits.augmentation.
     augment: str = "affine"
     #: Adam keeps an exponential moving average of the weights with this momentum, and the run ends
-    #: on the average (Keras' ``use_ema``); None trains without it.
-    ema_momentum: float | None = None
+    #: on the average (Keras' ``use_ema``); 0 trains without it.
+    ema_momentum: float = 0.0
 
 
 def _classifier_head(x):

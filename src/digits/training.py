@@ -55,7 +55,7 @@ class TrainConfig:
             config.learning_rate = spec.learning_rate
         config.augment = spec.augment if config.augment is None else config.augment
         if config.ema_momentum is None:
-            config.ema_momentum = spec.ema_momentum or 0.0
+            config.ema_momentum = spec.ema_momentum
         if not 0 <= config.ema_momentum < 1:
             raise ValueError(f"ema_momentum must be at least 0 and below 1, got {config.ema_momentum}")
         check_choice("augmentation", config.augment, AUGMENTATIONS)
