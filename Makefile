@@ -33,7 +33,7 @@ default-model: install
 	cp runs/default-model/model.keras runs/default-model/metrics.json runs/default-model/config.json \
 		src/digits/default_model/
 
-## make best-model: retrain the best single model kept in models/deep-cnn-ema-seed0 (25-45 minutes)
+## make best-model: retrain the best single model kept in models/deep-cnn-ema-seed0 (25-50 minutes)
 best-model: install
 	$(BIN)/digits train --model deep-cnn --ema 0.999 --seed 0 --out runs/deep-cnn-ema-seed0
 	mkdir -p models/deep-cnn-ema-seed0
