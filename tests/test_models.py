@@ -44,6 +44,17 @@ def test_folding_batch_norm_keeps_the_outputs_and_drops_the_layers(name):
     assert len(remaining) == 0 and len(folded.layers) == len(model.layers) - len(norms)
 
 
+def test_slim_deep_cnn_is_deep_cnn_at_three_quarters_width():
+    import keras
+
+    def widths(name):
+        model = build_model(name)
+        return [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+    assert widths("deep-cnn") == [32, 32, 32, 64, 64, 64, 128]
+    assert widths("deep-cnn-slim") == [24, 24, 24, 48, 48, 48, 96]
+
+
 def test_unknown_model_names_the_choices():
     with pytest.raises(ValueError, match="choose one of: seed-cnn, keras-example, fast-cnn"):
         build_model("lenet")
