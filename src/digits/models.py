@@ -232,6 +232,15 @@ _ACCURACY_RECIPE = dict(
     augment="elastic",
 )
 
+#: deep-cnn's recipe, shared by its narrower variant (which only trains fewer epochs, on averaged weights).
+_DEEP_CNN_RECIPE = dict(
+    batch_size=128,
+    learning_rate=2e-3,
+    warmup_epochs=1.0,
+    label_smoothing=0.1,
+    augment="affine",
+)
+
 MODELS: dict[str, ModelSpec] = {
     "seed-cnn": ModelSpec(
         seed_cnn,
@@ -263,11 +272,7 @@ MODELS: dict[str, ModelSpec] = {
         deep_cnn,
         "seven batch-normalised convolutions with dropout (Deotte's design), the most accurate single model",
         epochs=24,
-        batch_size=128,
-        learning_rate=2e-3,
-        warmup_epochs=1.0,
-        label_smoothing=0.1,
-        augment="affine",
+        **_DEEP_CNN_RECIPE,
     ),
     "m5": ModelSpec(
         m5,
@@ -294,12 +299,8 @@ MODELS: dict[str, ModelSpec] = {
         functools.partial(deep_cnn, (24, 48, 96), "deep_cnn_slim"),
         "deep-cnn at 3/4 width (24/48/96 channels, 44% fewer multiply-adds) for slow CPUs",
         epochs=18,
-        batch_size=128,
-        learning_rate=2e-3,
-        warmup_epochs=1.0,
-        label_smoothing=0.1,
-        augment="affine",
         ema_momentum=0.999,
+        **_DEEP_CNN_RECIPE,
     ),
 }
 
