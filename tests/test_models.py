@@ -127,6 +127,9 @@ def test_ensemble_averages_its_members_probabilities():
     p = ensemble.predict_proba(np.zeros((2, 28, 28, 1)))
     assert p.shape == (2, 10) and p[0, 3] == 0.5 and p[0, 5] == 0.5
     assert ensemble.name == "ensemble(a, b)"
+    said = []
+    EnsembleClassifier([a, b], progress=said.append).predict_proba(np.zeros((2, 28, 28, 1)))
+    assert [line.split(":")[0] for line in said] == ["  member 1/2 (a)", "  member 2/2 (b)"]
     with pytest.raises(ValueError, match="at least one member"):
         EnsembleClassifier([])
 

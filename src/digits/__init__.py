@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 __version__ = "0.1.0"
@@ -14,6 +15,11 @@ class DigitsError(Exception):
 
 #: The lines TensorFlow writes on every import: absl's preamble and its INFO lines (oneDNN, CPU features).
 _START_UP_LINE = re.compile(r"WARNING: All log messages before absl::InitializeLog|I\d{4} ")
+
+
+def log_stderr(message: str) -> None:
+    """The progress printer of long commands: stderr, flushed, so stdout stays clean for ``--json``."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def import_tensorflow_quietly() -> None:

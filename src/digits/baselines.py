@@ -15,7 +15,6 @@ never on the test set.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 import warnings
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits import check_choice, write_json
+from digits import check_choice, log_stderr, write_json
 
 SIDE = 28
 MODEL_FILE = "model.joblib"
@@ -168,11 +167,6 @@ def build_pipeline(name: str, deskew: bool = False, seed: int = 0):
 
 
 # ---------------------------------------------------------------------------- fitting and measuring
-
-
-def log_stderr(message: str) -> None:
-    """The default progress printer: stderr, so stdout stays clean for ``--json``."""
-    print(message, file=sys.stderr, flush=True)
 
 
 @contextmanager

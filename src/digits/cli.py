@@ -143,10 +143,12 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """``digits evaluate``: a model's metrics on its own split and on the test set."""
-    from digits import data, evaluation
-    from digits.models import ShiftTTA, load_classifier
+    from digits import data, evaluation, log_stderr
+    from digits.models import EnsembleClassifier, ShiftTTA, load_classifier
 
     classifier = load_classifier(args.model)
+    if isinstance(classifier, EnsembleClassifier):
+        classifier.progress = log_stderr
     if args.tta:
         classifier = ShiftTTA(classifier)
     # The split and training subset the model was trained on: its validation score is clean, and
@@ -154,7 +156,7 @@ def cmd_evaluate(args) -> int:
     recorded = data.read_run_config(classifier.path.parent)
     val_size, split_seed = data.split_of(recorded, classifier.path.parent / "config.json")
     prepared = data.prepare(args.data_dir, val_size, split_seed, recorded.get("train_size"))
-    result = evaluation.evaluate(classifier, prepared)
+    result = evaluation.evaluate(classifier, prepared, log_stderr)
     result.pop("test_probabilities")
     if args.json:
         _print_json(result)

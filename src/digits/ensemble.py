@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from digits import check_new_folder, evaluation, plots, write_json
+from digits import check_new_folder, evaluation, log_stderr, plots, write_json
 from digits import data as mnist
 from digits.models import EnsembleClassifier, ShiftTTA, load_classifier
 
 
-def build_ensemble(members: list[str], out: str | Path, data_dir=None, tta: bool = False) -> dict:
+def build_ensemble(
+    members: list[str], out: str | Path, data_dir=None, tta: bool = False, log=log_stderr
+) -> dict:
     """Write an ensemble folder (``ensemble.json``, ``metrics.json``, plots) and return its metrics.
 
     The folder then works wherever a model does: ``digits evaluate OUT``, ``digits predict OUT ...``.
@@ -33,9 +35,9 @@ def build_ensemble(members: list[str], out: str | Path, data_dir=None, tta: bool
         )
     trained_on_all = any(size == 0 for size, _ in recorded)
     val_size, split_seed = (0, 0) if trained_on_all else splits.pop()
-    classifier = EnsembleClassifier([ShiftTTA(m) if tta else m for m in loaded])
+    classifier = EnsembleClassifier([ShiftTTA(m) if tta else m for m in loaded], progress=log)
     prepared = mnist.prepare(data_dir, val_size, split_seed)
-    result = evaluation.evaluate(classifier, prepared)
+    result = evaluation.evaluate(classifier, prepared, log)
     probabilities = result.pop("test_probabilities")
 
     out.mkdir(parents=True, exist_ok=True)

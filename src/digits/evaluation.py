@@ -57,10 +57,19 @@ def report(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
     }
 
 
-def evaluate(classifier, data) -> dict:
-    """Train, validation and test metrics of a classifier on prepared data, with the per-class test report."""
-    predict = classifier.predict_proba
-    train, test = summary(data.y_train, predict(data.x_train)), predict(data.x_test)
+def evaluate(classifier, data, log=None) -> dict:
+    """Train, validation and test metrics of a classifier on prepared data, with the per-class test report.
+
+    ``log``, if given, hears which images are being scored (the train split alone takes minutes for
+    large models and ensembles).
+    """
+
+    def predict(split: str, x: np.ndarray) -> np.ndarray:
+        if log:
+            log(f"scoring {len(x):,} {split} images")
+        return classifier.predict_proba(x)
+
+    train, test = summary(data.y_train, predict("training", data.x_train)), predict("test", data.x_test)
     result = {
         "model": classifier.name,
         "train_accuracy": train["accuracy"],
@@ -74,7 +83,7 @@ def evaluate(classifier, data) -> dict:
     if len(data.x_val):
         # What to compare models and settings by (accuracy, then log loss to break ties); the test
         # figures are for the final report.
-        val = summary(data.y_val, predict(data.x_val))
+        val = summary(data.y_val, predict("validation", data.x_val))
         result["val_accuracy"], result["val_loss"] = val["accuracy"], val["loss"]
     result.update({f"test_{k}": v for k, v in summary(data.y_test, test).items()})
     result.update(report(data.y_test, test))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,10 +457,11 @@ class ShiftTTA:
 class EnsembleClassifier:
     """Several trained models voting with their averaged probabilities."""
 
-    def __init__(self, members: list, path: Path | None = None):
+    def __init__(self, members: list, path: Path | None = None, progress: Callable | None = None):
         if not members:
             raise ValueError("an ensemble needs at least one member")
-        self.members, self.path = members, path
+        # progress, if given, hears of each member as it finishes: scoring many big members takes minutes.
+        self.members, self.path, self.progress = members, path, progress
         self.name = "ensemble(" + ", ".join(m.name for m in members) + ")"
 
     @classmethod
@@ -474,7 +476,14 @@ class EnsembleClassifier:
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """The members' mean class probabilities."""
-        return np.mean([m.predict_proba(x, batch_size) for m in self.members], axis=0)
+        probabilities = []
+        for i, member in enumerate(self.members, 1):
+            start = time.perf_counter()
+            probabilities.append(member.predict_proba(x, batch_size))
+            if self.progress:
+                seconds = time.perf_counter() - start
+                self.progress(f"  member {i}/{len(self.members)} ({member.name}): {seconds:.0f} s")
+        return np.mean(probabilities, axis=0)
 
 
 def _run_name(path: Path) -> str | None:
