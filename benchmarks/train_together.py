@@ -144,7 +144,7 @@ class RawWeightsScore(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.start
-        print(f"    epoch {epoch + 1}: loss {logs['loss']:.4f}, {seconds:.0f} s", flush=True)
+        print(f"    epoch {epoch + 1}: loss {logs['loss']:.4f}, {seconds:.1f} s", flush=True)
         if epoch == self.last_epoch:
             self.scores = branch_accuracies(self.model, self.data.x_val, self.data.y_val)
 
