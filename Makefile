@@ -33,9 +33,11 @@ default-model: install
 	cp runs/default-model/model.keras runs/default-model/metrics.json runs/default-model/config.json \
 		src/digits/default_model/
 
-## make best-model: retrain the recipe of the best single model kept in models/deep-cnn-ema-seed10 (12-50 minutes)
+## make best-model: retrain the best single model kept in models/$(BEST_MODEL) (12-50 minutes)
+# Named once: the folder changes whenever validation picks another run.
+BEST_MODEL := deep-cnn-ema-seed10
 best-model: install
-	$(BIN)/digits train --model deep-cnn --ema 0.999 --seed 10 --out runs/deep-cnn-ema-seed10
-	mkdir -p models/deep-cnn-ema-seed10
-	cp runs/deep-cnn-ema-seed10/model.keras runs/deep-cnn-ema-seed10/metrics.json \
-		runs/deep-cnn-ema-seed10/config.json models/deep-cnn-ema-seed10/
+	$(BIN)/digits train --model deep-cnn --ema 0.999 --seed 10 --out runs/$(BEST_MODEL)
+	mkdir -p models/$(BEST_MODEL)
+	cp runs/$(BEST_MODEL)/model.keras runs/$(BEST_MODEL)/metrics.json runs/$(BEST_MODEL)/config.json \
+		models/$(BEST_MODEL)/
