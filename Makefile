@@ -33,7 +33,7 @@ default-model: install
 	cp runs/default-model/model.keras runs/default-model/metrics.json runs/default-model/config.json \
 		src/digits/default_model/
 
-## make best-model: retrain the best single model kept in models/$(BEST_MODEL) (20-80 minutes)
+## make best-model: retrain the best single model kept in models/$(BEST_MODEL) (20-75 minutes, by host)
 # Named once: the folder changes whenever validation picks another run.
 BEST_MODEL := deep-cnn-ema-e40-seed3
 best-model: install
