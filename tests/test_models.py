@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits.augmentation import ElasticDistortion, augmentation
+from digits.augmentation import Deskew, ElasticDistortion, augmentation
 from digits.cli import main
 from digits.models import MODELS, EnsembleClassifier, ShiftTTA, build_model, fold_batch_norm
 
@@ -23,7 +23,7 @@ def test_every_model_maps_images_to_ten_probabilities(name):
     assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5) and (out >= 0).all()
 
 
-@pytest.mark.parametrize("name", ["fast-cnn", "resnet", "seed-cnn"])
+@pytest.mark.parametrize("name", ["fast-cnn", "resnet", "seed-cnn", "deep-cnn-deskew"])
 def test_folding_batch_norm_keeps_the_outputs_and_drops_the_layers(name):
     import keras
 
@@ -53,6 +53,51 @@ def test_slim_deep_cnn_is_deep_cnn_at_three_quarters_width():
 
     assert widths("deep-cnn") == [32, 32, 32, 64, 64, 64, 128]
     assert widths("deep-cnn-slim") == [24, 24, 24, 48, 48, 48, 96]
+
+
+def _slant(images):
+    """Columns the ink moves per row down (row-column covariance over row variance), per image."""
+    from digits.baselines import skew
+
+    return skew(np.asarray(images).reshape(len(images), -1))
+
+
+def test_deskew_removes_the_slant_and_keeps_position_and_ink():
+    images = np.zeros((2, 28, 28, 1), np.float32)
+    for row in range(4, 24):  # a "1" leaning right by 0.4 px a row, and one leaning left
+        images[0, row, int(8 + 0.4 * (row - 4)) : int(8 + 0.4 * (row - 4)) + 3] = 1.0
+        images[1, row, int(19 - 0.4 * (row - 4)) : int(19 - 0.4 * (row - 4)) + 3] = 1.0
+    straight = np.asarray(Deskew()(images))
+    assert _slant(images)[0] > 0.35 and _slant(images)[1] < -0.35
+    assert np.all(np.abs(_slant(straight)) < 0.02)
+    from digits.baselines import image_moments
+
+    before, after = image_moments(images), image_moments(straight)
+    assert np.allclose(before[0], after[0], atol=0.2) and np.allclose(before[1], after[1], atol=0.2)
+    assert np.allclose(straight.sum(axis=(1, 2, 3)), images.sum(axis=(1, 2, 3)), rtol=0.02)
+    assert straight.min() >= 0.0 and straight.max() <= 1.0 + 1e-6
+
+
+def test_deskew_leaves_upright_and_blank_images_alone():
+    images = np.zeros((2, 28, 28, 1), np.float32)
+    images[0, 6:22, 12:16] = 1.0
+    out = np.asarray(Deskew()(images))
+    assert np.allclose(out, images, atol=1e-5)
+
+
+def test_a_saved_deskew_model_loads_and_predicts_the_same_in_a_fresh_process(tmp_path):
+    # serve and evaluate load models in processes that never built one: Deskew must register itself.
+    model = build_model("deep-cnn-deskew")
+    model.save(tmp_path / "model.keras")
+    x = np.random.default_rng(2).random((4, 28, 28, 1), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np; from digits.models import load_classifier; "
+        "p = load_classifier(sys.argv[1]).predict_proba(np.load(sys.argv[2])); np.save(sys.argv[3], p)"
+    )
+    args = [sys.executable, "-c", script, str(tmp_path / "model.keras"), str(tmp_path / "x.npy")]
+    subprocess.run([*args, str(tmp_path / "p.npy")], check=True, capture_output=True)
+    assert np.allclose(np.load(tmp_path / "p.npy"), model(x, training=False), atol=1e-5)
 
 
 def test_unknown_model_names_the_choices():
