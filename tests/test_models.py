@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from digits.augmentation import Deskew, ElasticDistortion, augmentation
+from digits.baselines import image_moments, skew
 from digits.cli import main
 from digits.models import MODELS, EnsembleClassifier, ShiftTTA, build_model, fold_batch_norm
 
@@ -55,23 +56,14 @@ def test_slim_deep_cnn_is_deep_cnn_at_three_quarters_width():
     assert widths("deep-cnn-slim") == [24, 24, 24, 48, 48, 48, 96]
 
 
-def _slant(images):
-    """Columns the ink moves per row down (row-column covariance over row variance), per image."""
-    from digits.baselines import skew
-
-    return skew(np.asarray(images).reshape(len(images), -1))
-
-
 def test_deskew_removes_the_slant_and_keeps_position_and_ink():
     images = np.zeros((2, 28, 28, 1), np.float32)
     for row in range(4, 24):  # a "1" leaning right by 0.4 px a row, and one leaning left
         images[0, row, int(8 + 0.4 * (row - 4)) : int(8 + 0.4 * (row - 4)) + 3] = 1.0
         images[1, row, int(19 - 0.4 * (row - 4)) : int(19 - 0.4 * (row - 4)) + 3] = 1.0
     straight = np.asarray(Deskew()(images))
-    assert _slant(images)[0] > 0.35 and _slant(images)[1] < -0.35
-    assert np.all(np.abs(_slant(straight)) < 0.02)
-    from digits.baselines import image_moments
-
+    assert skew(images)[0] > 0.35 and skew(images)[1] < -0.35
+    assert np.all(np.abs(skew(straight)) < 0.02)
     before, after = image_moments(images), image_moments(straight)
     assert np.allclose(before[0], after[0], atol=0.2) and np.allclose(before[1], after[1], atol=0.2)
     assert np.allclose(straight.sum(axis=(1, 2, 3)), images.sum(axis=(1, 2, 3)), rtol=0.02)

@@ -93,6 +93,7 @@ class Deskew(keras.layers.Layer):
         rows, cols = ops.meshgrid(
             ops.arange(height, dtype="float32"), ops.arange(width, dtype="float32"), indexing="ij"
         )
+        last_col = ops.cast(width - 1, "float32")
         ink = images[..., 0]
         mass = ops.maximum(ops.sum(ink, axis=(1, 2)), 1e-6)
 
@@ -106,8 +107,8 @@ class Deskew(keras.layers.Layer):
         row, slant = row[:, None, None], slant[:, None, None]
         x = cols[None] + slant * (rows[None] - row)
         y = ops.broadcast_to(rows[None], ops.shape(x))
-        inside = ops.cast((x >= 0) & (x <= ops.cast(width - 1, "float32")), images.dtype)[..., None]
-        return bilinear_sample(images, y, ops.clip(x, 0.0, ops.cast(width - 1, "float32"))) * inside
+        inside = ops.cast((x >= 0) & (x <= last_col), images.dtype)[..., None]
+        return bilinear_sample(images, y, ops.clip(x, 0.0, last_col)) * inside
 
 
 def bilinear_sample(images, y, x):
