@@ -350,3 +350,21 @@ def test_accessibility_and_drops(page):
 
     # The page names its icon, so the browser does not ask for a missing /favicon.ico.
     assert page.locator("head link[rel~=icon]").count() == 1
+
+
+def test_real_world_benchmark_draws_on_the_page(browser):
+    """The benchmark's drawn set: digits drawn with the mouse in Chromium and read through the page."""
+    import numpy as np
+
+    from digits import realworld
+    from digits.models import resolve_model_path
+    from digits.realworld_benchmark import read_drawings
+    from digits.server import create_app
+
+    drawings = realworld.drawn_digits(np.random.default_rng(0), count=3)
+    app = create_app(resolve_model_path())
+    answers = read_drawings(app, drawings, log=lambda _: None, browser=browser)
+    assert [a.label for a in answers] == ["0", "1", "2"]
+    for answer in answers:
+        assert answer.confidence is not None and answer.processed[0].shape == (28, 28)
+        assert answer.data.startswith(b"\x89PNG")  # the canvas as drawn, for the contact sheet

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -335,6 +336,20 @@ def test_predict_says_when_its_answer_is_a_guess(capsys, tmp_path):
     assert code == 0 and out.endswith("(confidence 10.0%: low, the image may not hold one clear digit)\n")
     code, out, _ = run(capsys, "predict", run_dir, str(tmp_path / "one.npy"), "--json")
     assert code == 0 and json.loads(out)["low_confidence"] is True
+
+
+def test_predict_says_when_an_image_is_not_a_digit(capsys, tmp_path):
+    from digits.calibration import Calibration
+
+    run_dir = _dummy_run(tmp_path / "run", {"model": "dummy"})  # ten classes at 10% each
+    Calibration(1.0, 0.5, {}).save(Path(run_dir))
+    scribble = np.zeros((28, 28), np.uint8)
+    scribble[4:24, 12:16] = 255
+    np.save(tmp_path / "mark.npy", scribble)
+    code, out, _ = run(capsys, "predict", run_dir, str(tmp_path / "mark.npy"))
+    assert code == 0 and out.endswith("mark.npy: not a digit (the closest is 0, confidence 10.0%)\n")
+    code, out, _ = run(capsys, "predict", run_dir, str(tmp_path / "mark.npy"), "--json")
+    assert code == 0 and json.loads(out)["not_a_digit"] is True
 
 
 def test_predict_without_a_model_uses_the_default_one(capsys, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits.augmentation import Deskew, ElasticDistortion, augmentation
+from digits.augmentation import Deskew, ElasticDistortion, StrokeWidth, UnevenInk, augmentation
 from digits.baselines import image_moments, skew
 from digits.cli import main
 from digits.models import MODELS, EnsembleClassifier, ShiftTTA, build_model, fold_batch_norm
@@ -97,7 +97,7 @@ def test_unknown_model_names_the_choices():
         build_model("lenet")
 
 
-@pytest.mark.parametrize("kind", ["affine", "elastic", "wide"])
+@pytest.mark.parametrize("kind", ["affine", "elastic", "wide", "handwriting"])
 def test_augmentation_distorts_but_keeps_shape_range_and_ink(kind):
     images = np.zeros((8, 28, 28, 1), np.float32)
     images[:, 6:22, 12:16] = 1.0  # a vertical bar, like a "1"
@@ -139,6 +139,25 @@ def test_elastic_displacement_scales_with_alpha(alpha, low, high):
     warped = np.asarray(ElasticDistortion(alpha=alpha, seed=5)(np.repeat(ramp, 32, axis=0), training=True))
     shift = (warped - ramp)[:, 8:20, 8:20] * 27  # away from the border, where the shift is clipped
     assert low < shift.std() < high
+
+
+def test_stroke_width_makes_pens_thicker_and_thinner():
+    images = np.zeros((64, 28, 28, 1), np.float32)
+    images[:, 4:24, 12:15] = 1.0  # a 3-pixel stroke
+    out = np.asarray(StrokeWidth(seed=2)(images, training=True))
+    ink = out.sum(axis=(1, 2, 3)) / images[0].sum()
+    assert ink.max() > 1.4 and ink.min() < 0.8  # some up to 5 pixels wide, some thinner
+    assert (out[:, 4:24, 12:15] > 0.3).all()  # thinning never wipes out the stroke's core
+    assert np.array_equal(StrokeWidth(seed=2)(images, training=False), images)
+
+
+def test_uneven_ink_only_takes_ink_away():
+    images = np.zeros((64, 28, 28, 1), np.float32)
+    images[:, 4:24, 10:18] = 1.0
+    out = np.asarray(UnevenInk(seed=2)(images, training=True))
+    assert (out <= images + 1e-6).all() and (out[images == 0] == 0).all()
+    lost = 1 - out.sum(axis=(1, 2, 3)) / images[0].sum()
+    assert lost.max() > 0.2 and np.median(lost) < 0.5  # faded or broken, mostly still there
 
 
 def test_augmentation_rejects_unknown_recipes():

@@ -22,6 +22,7 @@ from digits.preprocess import (
     normalise,
     peek_pixels,
     segment_digits,
+    segment_number,
 )
 
 
@@ -216,6 +217,59 @@ def test_segmentation_refuses_noise_with_too_many_marks():
         noise[90:110, 5 + 10 * i : 9 + 10 * i] = 0
     with pytest.raises(ImageError, match="at most"):
         segment_digits(noise)
+
+
+def test_a_fine_pen_broken_into_pieces_stays_one_digit():
+    # A ring drawn with a 2-pixel pen and six small gaps, as thresholding leaves a thin 0 or 6, and a
+    # speck of dust far from it.
+    image = Image.new("L", (400, 400), 255)
+    draw = ImageDraw.Draw(image)
+    for start in range(0, 360, 60):
+        draw.arc([(120, 80), (280, 320)], start, start + 54, fill=0, width=2)
+    draw.rectangle([(20, 370), (23, 373)], fill=0)
+    image = normalise(np.asarray(image))
+    height, width = ink_box(image)
+    assert height == 20 and 12 <= width <= 15  # the whole ring, the speck left out
+    # The hairline is thickened towards MNIST's width: top and bottom cross the middle column, one
+    # of them at least 2 pixels thick.
+    column = image[4:24, 14] > 0.5
+    assert column[:10].any() and column[10:].any() and column.sum() >= 3
+
+
+def test_a_shadow_along_an_edge_is_not_read_as_ink():
+    image = np.asarray(sheet(size=(300, 300), lines=(((120, 60), (180, 60), (140, 240)),)), dtype=np.float32)
+    image[:, 270:] *= np.linspace(1.0, 0.15, 30)  # a dark band fading in along the right edge
+    with_shadow = normalise(image.astype(np.uint8))
+    clean = normalise(np.asarray(sheet(size=(300, 300), lines=(((120, 60), (180, 60), (140, 240)),))))
+    assert np.abs(with_shadow - clean).mean() < 0.02
+
+
+def test_touching_digits_are_offered_whole_and_cut_apart():
+    image = Image.new("L", (420, 200), 255)
+    draw = ImageDraw.Draw(image)
+    draw.line([(80, 30), (80, 170)], fill=0, width=14)  # 1
+    draw.line([(80, 165), (135, 160)], fill=0, width=8)  # the pen running on
+    draw.ellipse([(100, 30), (230, 170)], outline=0, width=14)  # into a 0
+    draw.line([(340, 30), (340, 170)], fill=0, width=14)  # a 1 on its own
+    marks = segment_number(np.asarray(image))
+    assert len(marks) == 2
+    touching, alone = marks
+    assert len(alone) == 1  # narrow: read whole only
+    assert len(touching[0]) == 1 and len(touching) > 1  # whole, or cut
+    # One of the ways to cut it in two separates the narrow 1 from the 0 where the pen ran on.
+    assert any(len(reading) == 2 and 8 <= reading[0].box[2] <= 40 for reading in touching), [
+        [crop.box for crop in reading] for reading in touching
+    ]
+    assert segment_digits(np.asarray(image))[0].box == touching[0][0].box
+
+
+def test_a_short_fragment_joins_its_neighbour():
+    image = Image.new("L", (400, 200), 255)
+    draw = ImageDraw.Draw(image)
+    draw.line([(60, 30), (60, 170)], fill=0, width=12)  # 1
+    draw.line([(150, 40), (150, 100), (210, 100), (220, 170)], fill=0, width=12)  # the body of a 5
+    draw.line([(172, 30), (225, 30)], fill=0, width=12)  # its top bar, beside the body's columns
+    assert len(segment_number(np.asarray(image))) == 2
 
 
 # ---------------------------------------------------------------------------- decoding

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -95,6 +94,55 @@ def test_model_info(client):
     assert "test_accuracy" in body
     assert body["input"]["shape"] == [28, 28, 1] and body["input"]["range"] == [0.0, 1.0]
     assert body["max_upload_bytes"] == 200_000 and body["low_confidence_below"] == 0.6
+
+
+@pytest.fixture(scope="module")
+def refusing_client(untrained_model, tmp_path_factory) -> TestClient:
+    """The untrained model calibrated to call anything under 99% confidence "not a digit"."""
+    import shutil
+
+    from digits.calibration import Calibration
+
+    folder = tmp_path_factory.mktemp("refusing")
+    shutil.copy(untrained_model, folder / "model.keras")
+    Calibration(1.0, 0.99, {"validation_digits": 0}).save(folder)
+    with TestClient(create_app(folder)) as client:
+        yield client
+
+
+def test_an_uncalibrated_model_never_says_not_a_digit(client):
+    body = client.post("/api/predict", **upload(png(seven()))).json()
+    assert body["not_a_digit"] is False
+    info = client.get("/api/model").json()
+    assert info["calibrated"] is False and info["not_a_digit_below"] == 0.0
+
+
+def test_not_a_digit_is_answered_below_the_models_threshold(refusing_client):
+    info = refusing_client.get("/api/model").json()
+    assert info["calibrated"] is True and info["not_a_digit_below"] == 0.99
+    body = refusing_client.post("/api/predict", **upload(png(seven()))).json()
+    assert body["not_a_digit"] is True and body["confidence"] < 0.99
+    assert 0 <= body["digit"] <= 9 and len(body["probabilities"]) == 10  # still the closest digit
+
+
+def test_a_number_of_marks_that_are_not_digits_is_not_a_number(refusing_client):
+    image = Image.new("L", (600, 220), 255)
+    draw = ImageDraw.Draw(image)
+    draw.line([(80, 40), (80, 180)], fill=0, width=14)
+    draw.line([(300, 40), (300, 180)], fill=0, width=14)
+    body = refusing_client.post("/api/predict-number", **upload(png(image))).json()
+    assert body["number"] == "" and body["not_a_number"] is True
+    assert len(body["digits"]) == 2 and all(d["not_a_digit"] for d in body["digits"])
+
+
+def test_openapi_documents_the_answers(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"not_a_digit", "digit", "confidence", "probabilities", "processed"} <= set(
+        schemas["DigitAnswer"]["properties"]
+    )
+    assert "not a digit" in schemas["DigitAnswer"]["properties"]["not_a_digit"]["description"]
+    assert {"number", "not_a_number", "digits"} <= set(schemas["NumberAnswer"]["properties"])
+    assert "not_a_digit" in schemas["Mark"]["properties"]
 
 
 def test_openapi_spec_lists_every_endpoint(client):
@@ -447,13 +495,6 @@ def test_model_env_var_is_used(monkeypatch, untrained_model):
     assert resolve_model_path() == untrained_model
 
 
-def _render_user_image():
-    spec = importlib.util.spec_from_file_location("user_images", ROOT / "benchmarks" / "user_images.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.render_user_image
-
-
 def test_trained_model_reads_user_like_images(trained_client):
     from digits import data
 
@@ -461,7 +502,8 @@ def test_trained_model_reads_user_like_images(trained_client):
         (_, _), (x_test, y_test) = data.load_mnist()
     except data.DataError as exc:
         pytest.skip(f"MNIST files not available: {exc}")
-    render = _render_user_image()
+    from digits.realworld import photo_of as render
+
     rng = np.random.default_rng(1)
     correct = 0
     for i in range(100):

@@ -11,7 +11,12 @@ from digits import check_choice
 from digits.models import AUGMENTATIONS
 
 #: Recipe -> (largest rotation in degrees, largest shift and zoom as fractions of the side).
-AFFINE_RANGES = {"affine": (10, 0.1, 0.1), "elastic": (10, 0.1, 0.1), "wide": (20, 0.2, 0.0)}
+AFFINE_RANGES = {
+    "affine": (10, 0.1, 0.1),
+    "elastic": (10, 0.1, 0.1),
+    "wide": (20, 0.2, 0.0),
+    "handwriting": (12, 0.1, 0.1),
+}
 
 
 def augmentation(kind: str = "affine", seed: int = 0) -> keras.Sequential:
@@ -19,7 +24,10 @@ def augmentation(kind: str = "affine", seed: int = 0) -> keras.Sequential:
 
     "affine": small rotations, shifts and zooms; "elastic": the same plus elastic distortions, the
     classic trick for MNIST (Simard et al., 2003); "wide": rotations up to 20 degrees and shifts up to
-    a fifth of the image, without zoom (An et al., 2020, for their M5 network).
+    a fifth of the image, without zoom (An et al., 2020, for their M5 network); "handwriting": "affine"
+    plus the ways strangers differ from MNIST's writers, each for some of the digits: a narrower or
+    wider hand (width zoomed apart from height), slant, thicker and thinner pens, uneven or broken
+    strokes, elastic distortions and the blur of a low-resolution scan.
     """
     check_choice("augmentation", kind, AUGMENTATIONS[1:])  # "none" builds no layers
     degrees, shift, zoom = AFFINE_RANGES[kind]
@@ -29,11 +37,131 @@ def augmentation(kind: str = "affine", seed: int = 0) -> keras.Sequential:
         layers.RandomRotation(degrees / 360, seed=seed, **fill),
         layers.RandomTranslation(shift, shift, seed=seed + 1, **fill),
     ]
-    if zoom:
+    if kind == "handwriting":
+        # Each of a stranger's ways comes to some digits only, so that plain MNIST-like digits stay a
+        # good part of what the model sees. MNIST's digits fill 20 pixels of height; a stranger's may
+        # be narrow or wide for that height.
+        extras = [
+            layers.RandomZoom(zoom, width_factor=(-2 * zoom, 2 * zoom), seed=seed + 2, **fill),
+            layers.RandomShear(x_factor=0.3, seed=seed + 4, **fill),
+            StrokeWidth(seed=seed + 5),
+            UnevenInk(seed=seed + 6),
+            ElasticDistortion(seed=seed + 3),
+            LowResolution(seed=seed + 7),
+        ]
+        steps += [Sometimes(extra, _HANDWRITING_RATE, seed=seed + 10 + n) for n, extra in enumerate(extras)]
+    elif zoom:
         steps.append(layers.RandomZoom(zoom, seed=seed + 2, **fill))
     if kind == "elastic":
         steps.append(ElasticDistortion(seed=seed + 3))
     return keras.Sequential(steps, name=f"{kind}_augmentation")
+
+
+#: The share of digits each of the "handwriting" recipe's distortions comes to.
+_HANDWRITING_RATE = 0.4
+
+
+class Sometimes(keras.layers.Layer):
+    """Applies ``layer`` to a random ``rate`` of the images of each batch, and leaves the others."""
+
+    def __init__(self, layer, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.layer, self.rate, self.seed = layer, rate, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        chosen = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), seed=self.seed_generator) < self.rate
+        return ops.where(chosen, self.layer(images, training=True), images)
+
+
+class LowResolution(keras.layers.Layer):
+    """A low-resolution scan: the image reduced to 8-14 pixels a side (area average) and enlarged back.
+
+    The sizes are drawn per image from a few fixed ones, so a batch needs one resize per size.
+    """
+
+    SIZES = (8, 10, 12, 14)
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        shape = ops.shape(images)
+        which = keras.random.randint((shape[0], 1, 1, 1), 0, len(self.SIZES), seed=self.seed_generator)
+        out = images
+        for n, size in enumerate(self.SIZES):
+            small = ops.image.resize(images, (size, size), interpolation="area")
+            blurred = ops.clip(
+                ops.image.resize(small, (shape[1], shape[2]), interpolation="bicubic"), 0.0, 1.0
+            )
+            out = ops.where(which == n, blurred, out)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+class StrokeWidth(keras.layers.Layer):
+    """Thicker or thinner pens: each image is blended towards its 3x3 dilation or erosion.
+
+    MNIST's strokes are 2-3 pixels wide at 28x28; a felt pen or a finger on a phone writes thicker, a
+    fine pen or a mouse on a big canvas thinner. Thinning stops short of a full erosion, which would
+    wipe out MNIST's thinnest strokes.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        amount = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), -1.0, 1.0, seed=self.seed_generator)
+        thick = ops.max_pool(images, 3, 1, padding="same")
+        thin = -ops.max_pool(-images, 3, 1, padding="same")
+        return images + ops.relu(amount) * (thick - images) + 0.6 * ops.relu(-amount) * (thin - images)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+class UnevenInk(keras.layers.Layer):
+    """Uneven pen pressure and broken strokes: ink scaled by a smooth random field.
+
+    Half the images have faded patches (ink down to 40%); the other half have gaps where the field
+    falls below a cut, as a dry pen or a thin stroke lost in a scan leaves them.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        shape = ops.shape(images)
+        batch = shape[0]
+        coarse = keras.random.uniform((batch, 7, 7, 1), seed=self.seed_generator)
+        field = ops.image.resize(coarse, (shape[1], shape[2]), interpolation="bilinear")
+        depth = keras.random.uniform((batch, 1, 1, 1), 0.0, 0.6, seed=self.seed_generator)
+        faded = 1.0 - depth * field
+        cut = keras.random.uniform((batch, 1, 1, 1), -0.3, 0.2, seed=self.seed_generator)
+        broken = ops.clip((field - cut) / 0.1, 0.0, 1.0)
+        choose = ops.cast(
+            keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator) < 0.5, images.dtype
+        )
+        return images * (choose * faded + (1.0 - choose) * broken)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
 
 
 class ElasticDistortion(keras.layers.Layer):

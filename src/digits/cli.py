@@ -77,6 +77,7 @@ _RUN_SETTINGS = {
     "distribute": "--distribute",
     "teacher": "--teacher",
     "ema_momentum": "--ema",
+    "negatives": "--negatives",
 }
 
 
@@ -144,9 +145,11 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     """``digits evaluate``: a model's metrics on its own split and on the test set."""
     from digits import data, evaluation, log_stderr
-    from digits.models import EnsembleClassifier, ShiftTTA, load_classifier
+    from digits.models import EnsembleClassifier, ShiftTTA, load_uncalibrated
 
-    classifier = load_classifier(args.model)
+    # The model's own probabilities, as training scored them in metrics.json; calibration changes
+    # the loss and R-squared, never the accuracy.
+    classifier = load_uncalibrated(args.model)
     if isinstance(classifier, EnsembleClassifier):
         classifier.progress = log_stderr
     if args.tta:
@@ -162,6 +165,28 @@ def cmd_evaluate(args) -> int:
         _print_json(result)
     else:
         print(evaluation.format_text(result))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    """``digits calibrate``: fit a trained model's temperature and "not a digit" threshold on validation."""
+    from digits import data as mnist
+    from digits.calibration import fit
+    from digits.models import load_uncalibrated
+
+    classifier = load_uncalibrated(args.model)
+    folder = classifier.path.parent
+    val_size, split_seed = mnist.recorded_split(folder)
+    if not val_size:
+        raise ValueError(f"{folder}: trained on all 60,000 images, so no validation split is left to fit on")
+    data = mnist.prepare(args.data_dir, val_size, split_seed)
+    calibration = fit(classifier, data.x_val, data.y_val, None)
+    calibration.save(folder)
+    print(
+        f"temperature {calibration.temperature:.3f}, not a digit below {calibration.not_a_digit_below:.3f}"
+        f" ({calibration.fitted_on['clean_digits_rejected']:.2%} of clean validation digits);"
+        f" saved to {folder / 'calibration.json'}"
+    )
     return 0
 
 
@@ -185,7 +210,7 @@ def cmd_predict(args) -> int:
     """``digits predict``: the digit in each image file; exit 1 if any file could not be read."""
     import numpy as np
 
-    from digits.models import load_classifier, reading, resolve_model_path
+    from digits.models import load_classifier, not_a_digit_below, reading, resolve_model_path
     from digits.preprocess import ImageError, load_image
 
     model, images = _model_and_images(args.paths)
@@ -198,9 +223,13 @@ def cmd_predict(args) -> int:
             print(f"digits: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        answer = reading(classifier.predict_proba(image[np.newaxis, ..., np.newaxis])[0])
+        probabilities = classifier.predict_proba(image[np.newaxis, ..., np.newaxis])[0]
+        answer = reading(probabilities, not_a_digit_below(classifier))
         if args.json:
             print(json.dumps({"file": file, **answer}))
+        elif answer["not_a_digit"]:
+            closest = f"the closest is {answer['digit']}, confidence {answer['confidence']:.1%}"
+            print(f"{file}: not a digit ({closest})")
         else:
             doubt = ": low, the image may not hold one clear digit" if answer["low_confidence"] else ""
             print(f"{file}: {answer['digit']} (confidence {answer['confidence']:.1%}{doubt})")
@@ -266,9 +295,20 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    """``digits benchmark``: the reference and our models trained side by side."""
+    """``digits benchmark``: the reference and our models trained side by side, or ``--real-world``."""
+    if args.real_world:
+        from digits.realworld_benchmark import headline, run_real_world
+
+        rows = run_real_world(
+            args.model, args.out or "runs/real-world", args.data_dir, args.seed, args.sets, args.scale
+        )
+        print(headline(rows))
+        return 0
+    if args.model or args.sets or args.scale != 1.0:
+        raise ValueError("--model, --sets and --scale go with --real-world")
     from digits.benchmark import run_benchmark
 
+    args.out = args.out or "runs/benchmark"
     run_benchmark(
         args.models, args.out, args.data_dir, args.seed, epochs=args.epochs, train_size=args.train_size
     )
@@ -339,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="end on an exponential moving average of the weights with this momentum, such as 0.999"
         " (default: the model's; 0: none)",
     )
+    train.add_argument(
+        "--negatives",
+        type=int,
+        help="add this many generated non-digit images (Fashion-MNIST training items, letters, marks)"
+        " so the model learns to answer 'not a digit' (default: 0)",
+    )
     train.add_argument("--out", help="run folder to create (default: runs/MODEL-TIMESTAMP)")
     train.add_argument(
         "--resume",
@@ -355,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tta", action="store_true", help="average over the image and 1-pixel shifts")
     add_data_dir_argument(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit a trained model's confidence and 'not a digit' threshold on its validation split",
+    )
+    calibrate.add_argument("model", help="run folder (its config.json names the validation split)")
+    add_data_dir_argument(calibrate)
+    calibrate.set_defaults(func=cmd_calibrate)
 
     predict = commands.add_parser(
         "predict",
@@ -414,7 +468,23 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.set_defaults(func=cmd_ensemble)
 
     benchmark = commands.add_parser(
-        "benchmark", help="train the Keras reference and our models side by side, per-epoch test accuracy"
+        "benchmark",
+        help="train the Keras reference and our models side by side, or (--real-world) measure how a"
+        " trained model reads independent handwriting",
+    )
+    benchmark.add_argument(
+        "--real-world",
+        action="store_true",
+        help="read other writers' digits, canvas drawings, photos, numbers and non-digits through the app",
+    )
+    benchmark.add_argument(
+        "--model", help="with --real-world: the model to measure (default: the served one)"
+    )
+    benchmark.add_argument(
+        "--sets", nargs="+", metavar="SET", help="with --real-world: only these sets (default: all)"
+    )
+    benchmark.add_argument(
+        "--scale", type=float, default=1.0, help="with --real-world: a fraction of each set (quick looks)"
     )
     benchmark.add_argument(
         "--models",
@@ -423,7 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="models to train, each with its default recipe (default: keras-example fast-cnn seed-cnn)",
     )
     benchmark.add_argument(
-        "--out", default="runs/benchmark", help="new folder for runs, table and plot (default: %(default)s)"
+        "--out",
+        help="new folder for runs, table and plot (default: runs/benchmark), or for the real-world report"
+        " (default: runs/real-world)",
     )
     benchmark.add_argument("--seed", type=int, default=0, help="random seed for every run")
     benchmark.add_argument("--epochs", type=int, help="override every model's epochs (quick looks only)")

@@ -24,6 +24,8 @@ import numpy as np
 from digits import DigitsError, read_json
 
 ENV_VAR = "DIGITS_DATA_DIR"
+#: Where Debian's ``dataset-fashion-mnist`` puts Fashion-MNIST; ``$FASHION_MNIST_DIR`` overrides it.
+FASHION_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 
 #: File name -> published SHA-256 (the same bytes on every mirror).
 SHA256 = {
@@ -177,6 +179,16 @@ def load_mnist(data_dir: str | os.PathLike | None = None):
     train = _read_pair("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", data_dir)
     test = _read_pair("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", data_dir)
     return train, test
+
+
+def load_fashion(split: str) -> np.ndarray | None:
+    """Fashion-MNIST's "train" or "t10k" images (Debian's ``dataset-fashion-mnist``), or None if missing.
+
+    They are the project's examples of what is *not* a digit: training items teach the reader to say
+    so, test items measure it.
+    """
+    path = FASHION_DIR / f"{split}-images-idx3-ubyte.gz"
+    return read_idx(path) if path.is_file() else None
 
 
 def check_files(data_dir: str | os.PathLike | None = None) -> list[dict]:

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from digits import DigitsError, check_choice, import_tensorflow_quietly, read_json
+from digits.calibration import CalibratedClassifier, Calibration
 from digits.data import read_run_config
 
 #: Augmentation recipes a model or ``digits train --augment`` can name (see digits.augmentation).
-AUGMENTATIONS = ("none", "affine", "elastic", "wide")
+AUGMENTATIONS = ("none", "affine", "elastic", "wide", "handwriting")
 #: The small trained model shipped with the package (``make default-model``): serve and predict use it.
 DEFAULT_MODEL = Path(__file__).parent / "default_model" / "model.keras"
 #: Environment variable naming the model ``serve`` and ``predict`` use when none is given.
@@ -326,14 +327,24 @@ def build_model(name: str):
 LOW_CONFIDENCE = 0.6
 
 
-def reading(probabilities: np.ndarray) -> dict:
-    """One image's answer as JSON values: the digit, its probability, whether that is low, all ten."""
+def not_a_digit_below(classifier) -> float:
+    """The confidence under which ``classifier``'s answer is "not a digit" (0: it never says so).
+
+    A calibrated model carries its threshold (see digits.calibration); others have none.
+    """
+    return getattr(classifier, "not_a_digit_below", 0.0)
+
+
+def reading(probabilities: np.ndarray, reject_below: float = 0.0) -> dict:
+    """One image's answer as JSON values: the digit, its probability, whether that is low, whether
+    the image is not a digit at all (top probability under ``reject_below``), all ten."""
     digit = int(probabilities.argmax())
     confidence = round(float(probabilities[digit]), 6)
     return {
         "digit": digit,
         "confidence": confidence,
         "low_confidence": confidence < LOW_CONFIDENCE,
+        "not_a_digit": confidence < reject_below,
         "probabilities": [round(float(p), 6) for p in probabilities],
     }
 
@@ -519,7 +530,18 @@ def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
 
 
 def load_classifier(path: str | Path):
-    """Load a trained model from a run folder, or a ``.keras`` / ``.joblib`` / ``ensemble.json`` file."""
+    """Load a trained model from a run folder, or a ``.keras`` / ``.joblib`` / ``ensemble.json`` file.
+
+    Where the folder holds a ``calibration.json`` (``digits calibrate``), the model answers with
+    calibrated probabilities and can say "not a digit".
+    """
+    classifier = load_uncalibrated(path)
+    calibration = Calibration.load(classifier.path.parent)
+    return CalibratedClassifier(classifier, calibration) if calibration else classifier
+
+
+def load_uncalibrated(path: str | Path):
+    """``load_classifier`` without the calibration: the model's own probabilities."""
     path = Path(path)
     if path.is_dir():
         found = [path / name for name in MODEL_FILES if (path / name).is_file()]

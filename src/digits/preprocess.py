@@ -32,15 +32,27 @@ WORK_SIDE = 1024
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 #: A multi-digit image with more separate marks than this is noise, not a number.
 MAX_DIGITS = 20
+# A mark wider than _WIDE times its height may be touching digits, at most one per _NARROWEST
+# heights of its width and _MOST_SPLIT in all; a mark under _FRAGMENT of the tallest's height is part
+# of its neighbour.
+_WIDE = 0.9
+_NARROWEST = 0.45
+_MOST_SPLIT = 6
+_TWO_DIGIT_CUTS = 4
+_FRAGMENT = 0.45
 #: ``load_image`` reads local files up to this size: a 108-megapixel phone photo fits.
 FILE_MAX_PIXELS = 120_000_000
 
 # How far ink and paper must differ (on a 0-1 scale) for the image to hold anything at all.
 _MIN_CONTRAST = 0.15
-# Marks smaller than this fraction of the largest mark are specks of dust or noise.
+# Marks smaller than this fraction of the largest mark are specks of dust or noise, unless they lie
+# among the bigger marks and are at least _MIN_PIECE_FRACTION of the largest: pieces of a stroke.
 _MIN_MARK_FRACTION = 0.08
-# Mean stroke width of MNIST digits, in pixels of the 20-pixel box; thinner strokes are thickened.
+_MIN_PIECE_FRACTION = 0.03
+# Mean stroke width of MNIST digits, in pixels of the 20-pixel box; strokes under _THIN times it
+# are thickened to it.
 _MNIST_STROKE = 2.3
+_THIN = 0.7
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -279,12 +291,55 @@ def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
     if full - paper < 255 * _MIN_CONTRAST:
         raise NoDigitError()
 
-    labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
-    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    # Hysteresis: a fine pen's stroke fades below the threshold where it is thinnest, so pixels a third of the
+    # way to it join a mark when they touch one, and gaps of a pixel or two are bridged: a thin 6 or 8
+    # stays one mark instead of pieces, some of them too small to keep.
+    on_ink_scale = 255 - coarse.astype(np.int16) if dark_ink else coarse  # threshold and paper's scale
+    weak = on_ink_scale > (2 * threshold + paper) / 3
+    pieces, count = ndimage.label(weak, structure=_EIGHT_CONNECTED)
+    piece_areas = np.bincount(pieces[mask], minlength=count + 1)
+    piece_areas[0] = 0
+    # Specks too small to be a piece of a stroke are not bridged to the strokes beside them.
+    weak &= (piece_areas >= _MIN_PIECE_FRACTION * piece_areas.max())[pieces]
+    bridged = ndimage.binary_dilation(weak, structure=_EIGHT_CONNECTED)
+    labels, count = ndimage.label(bridged, structure=_EIGHT_CONNECTED)
+    labels[~weak] = 0
+    areas = np.bincount(labels[mask], minlength=count + 1)  # strong ink only: no mark of faint pixels
     areas[0] = 0
-    marks = [int(i) for i in np.flatnonzero(areas >= _MIN_MARK_FRACTION * areas.max())]
+    if not areas.any():
+        raise NoDigitError()
+    big = np.flatnonzero(areas >= _MIN_MARK_FRACTION * areas.max())
     slices = ndimage.find_objects(labels)
+    # Smaller marks count too where they lie within the big ones' reach: the pieces of a broken
+    # stroke, the dot of a dry pen; dust away from the writing does not.
+    rows, cols = _union([slices[i - 1] for i in big])
+    reach_y, reach_x = 0.15 * (rows.stop - rows.start), 0.15 * (cols.stop - cols.start)
+    near = [
+        i
+        for i in np.flatnonzero(areas >= _MIN_PIECE_FRACTION * areas.max())
+        if slices[i - 1][0].start >= rows.start - reach_y
+        and slices[i - 1][0].stop <= rows.stop + reach_y
+        and slices[i - 1][1].start >= cols.start - reach_x
+        and slices[i - 1][1].stop <= cols.stop + reach_x
+    ]
+    marks = sorted({int(i) for i in (*big, *near)})
+    labels[~mask] = 0  # faint pixels joined the marks up; the crops take ink from the strong ones
     return _Ink(gray, dark_ink, paper, full, factor, labels, marks, [slices[i - 1] for i in marks])
+
+
+def _off_the_edges(ink: _Ink) -> list[int]:
+    """The indices of ``ink.marks`` worth reading: all of them, unless marks clear of the image's edges
+    hold most of the ink and others touch an edge (a shadow or the rim of the page, not a stroke)."""
+    height, width = ink.labels.shape
+    touching = [
+        s[0].start == 0 or s[1].start == 0 or s[0].stop == height or s[1].stop == width for s in ink.slices
+    ]
+    if all(touching) or not any(touching):
+        return list(range(len(ink.marks)))
+    areas = np.bincount(ink.labels.ravel(), minlength=max(ink.marks) + 1)
+    inside = sum(areas[m] for m, edge in zip(ink.marks, touching, strict=True) if not edge)
+    clear = inside >= 0.25 * sum(areas[m] for m in ink.marks)
+    return [i for i, edge in enumerate(touching) if not (edge and clear)]
 
 
 def _border(image: np.ndarray) -> np.ndarray:
@@ -378,12 +433,17 @@ def _union(slices: list[tuple[slice, slice]]) -> tuple[slice, slice]:
     )
 
 
-def _cut(ink: _Ink, marks: list[int], box: tuple[slice, slice]) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """The ink strength (0..1) of the given marks, cut from the full-resolution image, tightly cropped."""
+def _cut(
+    ink: _Ink, marks: list[int], box: tuple[slice, slice], sides: tuple[int, int] = (1, 1)
+) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The ink strength (0..1) of the given marks, cut from the full-resolution image, tightly cropped.
+
+    ``sides`` are the margins left and right, in coarse pixels (0 where a touching neighbour was cut off).
+    """
     f, (height, width) = ink.factor, ink.labels.shape
     # One coarse pixel of margin keeps the anti-aliased edges of the strokes.
     rows = slice(max(box[0].start - 1, 0), min(box[0].stop + 1, height))
-    cols = slice(max(box[1].start - 1, 0), min(box[1].stop + 1, width))
+    cols = slice(max(box[1].start - sides[0], 0), min(box[1].stop + sides[1], width))
     labels = ink.labels[rows, cols]
     own = labels == marks[0] if len(marks) == 1 else np.isin(labels, marks)
     own = ndimage.binary_dilation(own, structure=_EIGHT_CONNECTED)
@@ -420,11 +480,13 @@ def _to_mnist(strength: np.ndarray) -> np.ndarray:
         inked = _block_any(inked, reduction)[: image.size[1], : image.size[0]]
     crop = np.asarray(image, dtype=np.float32)
     scale = 20.0 / max(crop.shape)
-    # Stroke width ~ 2 x area / perimeter. Thin pen strokes in a big photo would shrink to a faint
-    # hairline at 20 px, unlike anything in MNIST: thicken them to MNIST's typical width first.
+    # Stroke width ~ 2 x area / perimeter. Thin pen strokes in a big photo, or a mouse's on a big
+    # canvas, would shrink to a faint hairline at 20 px, unlike anything in MNIST: thicken them to
+    # MNIST's typical width first. (Thinning markers' strokes, tried too, lost more digits than it
+    # saved; the model learns thick strokes from its augmentation instead.)
     perimeter = np.count_nonzero(inked & ~ndimage.binary_erosion(inked, structure=_EIGHT_CONNECTED))
     stroke = 2.0 * np.count_nonzero(inked) / max(perimeter, 1)
-    if stroke * scale < 0.6 * _MNIST_STROKE:
+    if stroke * scale < _THIN * _MNIST_STROKE:
         grow = (_MNIST_STROKE / scale - stroke) / 2
         margin = int(np.ceil(grow))
         crop = np.pad(crop, margin)
@@ -467,17 +529,50 @@ def normalise(gray: np.ndarray) -> np.ndarray:
     centres the centre of mass in the 28x28 field. Raises ``NoDigitError`` for a blank image.
     """
     ink = _find_ink(gray, _COARSE_SIDE)
-    strength, _ = _cut(ink, ink.marks, _union(ink.slices))
+    keep = _off_the_edges(ink)
+    strength, _ = _cut(ink, [ink.marks[i] for i in keep], _union([ink.slices[i] for i in keep]))
     return _to_mnist(strength)
 
 
-def segment_digits(gray: np.ndarray) -> list[DigitCrop]:
-    """The digits of a multi-digit number, left to right, each normalised like ``normalise``.
+def segment_number(gray: np.ndarray) -> list[list[list[DigitCrop]]]:
+    """The marks of a written number, left to right, each with its possible readings.
 
     Each connected mark is a digit, except that marks stacked in the same column (a detached stroke,
-    the top bar of a 5) are one digit. Touching digits are read as one.
+    the top bar of a 5) are one digit, and so is a short fragment beside a digit. A mark wider than
+    a digit may be neighbours that touch: its readings are the mark whole and cut into 2, 3, ...
+    digits where the ink is thinnest; the model chooses (``digits.number_reader``). Each reading is
+    a list of ``DigitCrop``s, normalised like ``normalise``.
     """
     ink = _find_ink(gray, _COARSE_SIDE_NUMBER)
+    groups = _group_marks(ink)
+    if len(groups) > MAX_DIGITS:
+        raise ImageError(
+            f"found {len(groups)} separate marks; at most {MAX_DIGITS} digits can be read", "too_many_digits"
+        )
+    marks = []
+    for group in groups:
+        own = [ink.marks[j] for j in group]
+        box = _union([ink.slices[j] for j in group])
+        readings = []
+        for parts in _splits(ink, own, box):
+            crops = []
+            for n, part in enumerate(parts):
+                strength, (rows, cols) = _cut(ink, own, part, (int(n == 0), int(n == len(parts) - 1)))
+                box_xywh = (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+                crops.append(DigitCrop(_to_mnist(strength), box_xywh))
+            readings.append(crops)
+        marks.append(readings)
+    return marks
+
+
+def segment_digits(gray: np.ndarray) -> list[DigitCrop]:
+    """The digits of a multi-digit number, left to right, each mark read whole (see ``segment_number``)."""
+    return [readings[0][0] for readings in segment_number(gray)]
+
+
+def _group_marks(ink: _Ink) -> list[list[int]]:
+    """Marks grouped into digits, left to right: marks sharing columns go together, and so does a
+    short fragment (under _FRAGMENT of the tallest mark's height) with its nearest neighbour."""
     order = sorted(range(len(ink.marks)), key=lambda i: ink.slices[i][1].start)
     groups: list[list[int]] = []
     for i in order:
@@ -489,17 +584,71 @@ def segment_digits(gray: np.ndarray) -> list[DigitCrop]:
                 groups[-1].append(i)
                 continue
         groups.append([i])
-    if len(groups) > MAX_DIGITS:
-        raise ImageError(
-            f"found {len(groups)} separate marks; at most {MAX_DIGITS} digits can be read", "too_many_digits"
-        )
-    crops = []
-    for group in groups:
-        box = _union([ink.slices[j] for j in group])
-        strength, (rows, cols) = _cut(ink, [ink.marks[j] for j in group], box)
-        box_xywh = (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-        crops.append(DigitCrop(_to_mnist(strength), box_xywh))
-    return crops
+
+    def height(group: list[int]) -> int:
+        rows = _union([ink.slices[j] for j in group])[0]
+        return rows.stop - rows.start
+
+    tallest = max(height(g) for g in groups)
+    n = 0
+    while len(groups) > 1 and n < len(groups):
+        if height(groups[n]) >= _FRAGMENT * tallest:
+            n += 1
+            continue
+        gaps = {k: _gap(ink, groups[n], groups[k]) for k in (n - 1, n + 1) if 0 <= k < len(groups)}
+        nearest = min(gaps, key=gaps.get)
+        if gaps[nearest] > 0.5 * tallest:  # on its own: a stray mark, read (or refused) alone
+            n += 1
+            continue
+        groups[nearest].extend(groups.pop(n))
+        n = min(n, nearest)
+    return groups
+
+
+def _gap(ink: _Ink, group: list[int], other: list[int]) -> int:
+    """Columns between two groups of marks (negative where they overlap)."""
+    ours = _union([ink.slices[j] for j in group])[1]
+    theirs = _union([ink.slices[j] for j in other])[1]
+    return max(theirs.start - ours.stop, ours.start - theirs.stop)
+
+
+def _splits(ink: _Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[tuple[slice, slice]]]:
+    """The ways to read one mark: whole, and, if it is wider than a digit, cut into 2, 3, ... digits.
+
+    Handwritten digits are rarely much wider than tall; a mark over ``_WIDE`` times as wide as high
+    may hold touching neighbours, at most one per ``_NARROWEST`` heights of width. In two, it is cut
+    at each of the thinnest places; in more, at the column with the least ink near each evenly
+    spaced place.
+    """
+    rows, cols = box
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    readings = [[box]]
+    if width <= _WIDE * height:
+        return readings
+
+    def parts(cuts: list[int]) -> list[tuple[slice, slice]]:
+        return [(rows, slice(cols.start + a, cols.start + b)) for a, b in zip(cuts, cuts[1:], strict=False)]
+
+    column_ink = np.isin(ink.labels[box], marks).sum(axis=0).astype(np.float64)
+    # Two digits: cut at each of the thinnest places (local minima of the ink per column), since one
+    # of the two may be a narrow 1 and the other a wide 0.
+    smooth = ndimage.uniform_filter1d(column_ink, 3)
+    inner = np.arange(max(1, int(0.15 * width)), min(width - 1, int(0.85 * width)))
+    minima = [c for c in inner if smooth[c] <= smooth[c - 1] and smooth[c] <= smooth[c + 1]]
+    for cut in sorted(minima, key=lambda c: smooth[c])[:_TWO_DIGIT_CUTS]:
+        readings.append(parts([0, int(cut), width]))
+    most = min(int(np.ceil(width / (_NARROWEST * height))), _MOST_SPLIT)
+    for count in range(3, most + 1):
+        cuts = [0]
+        for k in range(1, count):
+            middle, reach = k * width / count, width / (3 * count)
+            low, high = max(int(middle - reach), cuts[-1] + 1), min(int(middle + reach) + 1, width - 1)
+            if low < high:
+                cuts.append(low + int(np.argmin(column_ink[low:high])))
+        cuts.append(width)
+        if len(cuts) == count + 1:
+            readings.append(parts(cuts))
+    return readings
 
 
 # ---------------------------------------------------------------------------- files

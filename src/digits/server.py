@@ -38,13 +38,14 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from digits import DigitsError, import_tensorflow_quietly, read_json
-from digits.models import LOW_CONFIDENCE, reading, resolve_model_path
-from digits.preprocess import MAX_PIXELS, ImageError, decode_image, normalise, peek_pixels, segment_digits
+from digits import DigitsError, import_tensorflow_quietly, number_reader, read_json
+from digits.models import LOW_CONFIDENCE, not_a_digit_below, reading, resolve_model_path
+from digits.preprocess import MAX_PIXELS, ImageError, decode_image, normalise, peek_pixels, segment_number
 
 #: Largest request body accepted (an image, or its base64 in JSON), checked before decoding.
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -205,6 +206,59 @@ async def _from_multipart(request: Request, body: bytes) -> bytes:
         await form.close()
 
 
+# ---------------------------------------------------------------------------- the answers
+
+
+class Reading(BaseModel):
+    """The model's answer for one digit."""
+
+    digit: int = Field(description="the most probable digit, 0-9 (a guess when not_a_digit is true)")
+    confidence: float = Field(description="calibrated probability that the digit is right")
+    low_confidence: bool = Field(description=f"confidence below {LOW_CONFIDENCE}: the answer may be wrong")
+    not_a_digit: bool = Field(
+        description="true when the image is not a digit at all (a letter, a scribble, an object): "
+        "the confidence is below the model's threshold, fitted on validation digits"
+    )
+    probabilities: list[float] = Field(description="calibrated probabilities of the digits 0 to 9")
+    processed: list[list[int]] = Field(description="the 28x28 image the model saw, grey levels 0-255")
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    format: str
+
+
+class DigitAnswer(Reading):
+    """``POST /api/predict``."""
+
+    image: ImageInfo
+    timing: dict[str, float] = Field(description="read, preprocess, inference and total milliseconds")
+
+
+class Box(BaseModel):
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class Mark(Reading):
+    box: Box = Field(description="the mark's box in the uploaded image's pixels")
+
+
+class NumberAnswer(BaseModel):
+    """``POST /api/predict-number``."""
+
+    number: str = Field(description="the digits read, left to right; marks that are not digits are left out")
+    not_a_number: bool = Field(description="no mark in the image looks like a digit")
+    confidence: float = Field(description="the least confident digit's confidence")
+    low_confidence: bool
+    digits: list[Mark] = Field(description="every mark found, left to right, digits and not")
+    image: ImageInfo
+    timing: dict[str, float]
+
+
 # ---------------------------------------------------------------------------- the app
 
 
@@ -228,6 +282,8 @@ def _model_info(classifier, path: Path) -> dict:
         },
         "output": "ten probabilities, for the digits 0 to 9",
         "low_confidence_below": LOW_CONFIDENCE,
+        "calibrated": hasattr(classifier, "calibration"),
+        "not_a_digit_below": not_a_digit_below(classifier),
     }
 
 
@@ -356,17 +412,20 @@ def create_app(
     async def model():
         return {**info, "max_upload_bytes": max_upload_bytes, "max_pixels": MAX_PIXELS}
 
+    reject_below = not_a_digit_below(classifier)
+
     @app.post(
         "/api/predict",
         summary="Read one digit from an image",
         openapi_extra={"requestBody": _IMAGE_BODY},
-        responses=_ERRORS,
+        responses={200: {"model": DigitAnswer}, **_ERRORS},
     )
     async def predict(request: Request):
         """Read the digit in an uploaded image (multipart ``file``, or JSON ``{"image": base64}``).
 
-        Returns the digit, its confidence, a ``low_confidence`` flag, the ten probabilities, the
-        28x28 image the model saw (``processed``, grey levels 0-255) and timings in milliseconds.
+        Returns the digit, its calibrated confidence, a ``low_confidence`` flag, ``not_a_digit`` (the
+        image does not look like a digit at all: a letter, a drawing, an object), the ten
+        probabilities, the 28x28 image the model saw (``processed``, grey levels 0-255) and timings.
         """
         start = time.perf_counter()
         (image, processed), times = await decoded(request, normalise)
@@ -374,7 +433,7 @@ def create_app(
         row = (await predictor.predict(processed[np.newaxis]))[0]
         return JSONResponse(
             {
-                **reading(row),
+                **reading(row, reject_below),
                 "processed": _pixels(processed),
                 "image": {"width": image.width, "height": image.height, "format": image.format},
                 "timing": timing(times, inference_start, start),
@@ -385,36 +444,40 @@ def create_app(
         "/api/predict-number",
         summary="Read a multi-digit number from an image",
         openapi_extra={"requestBody": _IMAGE_BODY},
-        responses=_ERRORS,
+        responses={200: {"model": NumberAnswer}, **_ERRORS},
     )
     async def predict_number(request: Request):
-        """Read a number written left to right: each connected mark is classified as one digit.
+        """Read a number written left to right: each mark (or each part of a wide mark where
+        neighbours touch) is classified as one digit.
 
-        Returns ``number`` (a string), ``confidence`` (the least confident digit's), a
-        ``low_confidence`` flag and, for each digit, its box in the original image's pixels, its
-        probabilities and the 28x28 image the model saw.
+        Returns ``number`` (a string of the marks that are digits), ``not_a_number`` (no mark is a
+        digit), ``confidence`` (the least confident digit's), a ``low_confidence`` flag and, for each
+        mark, its box in the original image's pixels, its reading (``not_a_digit`` for a stray mark,
+        left out of ``number``) and the 28x28 image the model saw.
         """
         start = time.perf_counter()
-        (image, crops), times = await decoded(request, segment_digits)
+        (image, candidates), times = await decoded(request, segment_number)
         inference_start = time.perf_counter()
-        rows = await predictor.predict(np.stack([crop.image for crop in crops]))
-        digits = []
-        for crop, row in zip(crops, rows, strict=True):
+        rows = await predictor.predict(number_reader.candidate_images(candidates))
+        marks = []
+        for crop, row in number_reader.choose(candidates, rows):
             x, y, w, h = (round(v * image.scale) for v in crop.box)
-            digits.append(
+            marks.append(
                 {
-                    **reading(row),
+                    **reading(row, reject_below),
                     "box": {"x": x, "y": y, "width": w, "height": h},
                     "processed": _pixels(crop.image),
                 }
             )
-        confidence = min(d["confidence"] for d in digits)
+        digits = [m for m in marks if not m["not_a_digit"]]
+        confidence = min(m["confidence"] for m in digits or marks)
         return JSONResponse(
             {
                 "number": "".join(str(d["digit"]) for d in digits),
+                "not_a_number": not digits,
                 "confidence": confidence,
                 "low_confidence": confidence < LOW_CONFIDENCE,
-                "digits": digits,
+                "digits": marks,
                 "image": {"width": image.width, "height": image.height, "format": image.format},
                 "timing": timing(times, inference_start, start),
             }

@@ -43,6 +43,9 @@ class TrainConfig:
     teacher: str | None = None
     #: Momentum of the weight average Adam keeps (Keras' ``use_ema``); 0 trains without one.
     ema_momentum: float | None = None
+    #: Generated non-digit images added to the training set with uniform targets (outlier exposure,
+    #: see digits.negatives), so the model learns to say "not a digit"; 0 adds none.
+    negatives: int = 0
 
     def resolved(self) -> TrainConfig:
         """A copy with the model's defaults filled in and every value checked."""
@@ -72,6 +75,8 @@ class TrainConfig:
         if not (math.isfinite(rate) and 0 < rate <= 10):
             raise ValueError(f"learning_rate must be positive, finite and at most 10, got {rate}")
         mnist.check_split(config.val_size, config.split_seed, config.train_size)
+        if not 0 <= config.negatives <= 60000:
+            raise ValueError(f"negatives must be between 0 and 60000, got {config.negatives}")
         return config
 
     @classmethod
@@ -184,7 +189,7 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
     # A teacher's probabilities are soft targets already; smoothing them again would blur its advice.
     loss = (
         keras.losses.CategoricalCrossentropy(label_smoothing=0.0 if config.teacher else spec.label_smoothing)
-        if spec.label_smoothing or config.teacher
+        if _one_hot_targets(config)
         else keras.losses.SparseCategoricalCrossentropy()
     )
     model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss, metrics=["accuracy"])
@@ -277,9 +282,55 @@ def use_mixed_precision_on_gpu() -> bool:
     return False
 
 
+def _one_hot_targets(config: TrainConfig) -> bool:
+    return bool(MODELS[config.model].label_smoothing or config.teacher or config.negatives)
+
+
 def labels_for(config: TrainConfig, y: np.ndarray) -> np.ndarray:
-    """Integer labels, or one-hot where the loss (label smoothing, a teacher) needs them."""
-    return evaluation.one_hot(y) if MODELS[config.model].label_smoothing or config.teacher else y
+    """Integer labels, or one-hot where the loss (label smoothing, a teacher, negatives) needs them."""
+    return evaluation.one_hot(y) if _one_hot_targets(config) else y
+
+
+#: Held out from the generated negatives to report how many the calibrated model turns away.
+HELD_OUT_NEGATIVES = 1000
+
+
+def add_negatives(config: TrainConfig, x: np.ndarray, targets: np.ndarray, log=print):
+    """The training images and targets with ``config.negatives`` non-digits added (uniform targets),
+    and the held-out negatives that calibration scores."""
+    from digits.negatives import training_negatives
+
+    if not config.negatives:
+        return x, targets, None
+    log(f"generating {config.negatives + HELD_OUT_NEGATIVES:,} non-digit images (outlier exposure)")
+    negatives = training_negatives(config.negatives + HELD_OUT_NEGATIVES, config.seed)
+    used, held_out = negatives[: config.negatives], negatives[config.negatives :]
+    uniform = np.full((len(used), targets.shape[1]), 1.0 / targets.shape[1], dtype=np.float32)
+    return np.concatenate([x, used]), np.concatenate([targets, uniform]), held_out
+
+
+def calibrate_run(folder: Path, data, held_out_negatives, seed: int, log=print) -> None:
+    """Fit the run's temperature and "not a digit" threshold on validation; write calibration.json."""
+    from digits.calibration import fit
+
+    if not len(data.x_val):
+        log("not calibrated: no validation split to fit the temperature on")
+        return
+    calibration = fit(
+        KerasClassifier(folder / "model.keras"), data.x_val, data.y_val, held_out_negatives, seed
+    )
+    calibration.save(folder)
+    fitted = calibration.fitted_on
+    negatives = (
+        f", {fitted['negatives_rejected']:.1%} of held-out negatives turned away"
+        if "negatives_rejected" in fitted
+        else ""
+    )
+    log(
+        f"calibrated: temperature {calibration.temperature:.3f}, not a digit below"
+        f" {calibration.not_a_digit_below:.3f} ({fitted['clean_digits_rejected']:.2%} of clean validation"
+        f" digits{negatives})"
+    )
 
 
 def load_teacher(config: TrainConfig):
@@ -389,8 +440,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
     # 2. Input pipelines.
     keras.utils.set_random_seed(config.seed)
     targets = distillation_targets(teacher, data, log) if teacher else labels_for(config, data.y_train)
+    x_train, targets, held_out_negatives = add_negatives(config, data.x_train, targets, log)
     train_ds = make_dataset(
-        data.x_train,
+        x_train,
         targets,
         config.batch_size,
         shuffle=True,
@@ -436,6 +488,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print,
         with strategy.scope():
             recalibrate_if_better(model, data, config.seed, log)
     _save_model_atomic(_inference_copy(model), out / "model.keras")
+    calibrate_run(out, data, held_out_negatives, config.seed, log)
 
     # 5. Evaluate on the training and test images, write metrics and plots.
     result = evaluation.evaluate(KerasClassifier(out / "model.keras"), data)

@@ -275,18 +275,27 @@ function forgetRequests() {
 
 function show(result) {
   const number = "number" in result;
+  const notDigit = number ? result.not_a_number : result.not_a_digit;
   const digitBox = $("digit");
-  digitBox.textContent = number ? result.number : String(result.digit);
-  digitBox.classList.toggle("long", number && result.number.length > 2);
-  digitBox.classList.remove("idle");
-  const what = number ? `${result.digits.length} digit${result.digits.length === 1 ? "" : "s"}` : "";
-  setStatus(`${what ? what + ", " : ""}confidence ${(100 * result.confidence).toFixed(1)}%`);
-  $("flag").textContent = result.low_confidence ? "Low confidence: try writing it larger or more clearly" : "";
+  digitBox.textContent = notDigit ? "?" : number ? result.number : String(result.digit);
+  digitBox.classList.toggle("long", !notDigit && number && result.number.length > 2);
+  digitBox.classList.toggle("idle", notDigit);
+  const count = number ? result.digits.filter((d) => !d.not_a_digit).length : 0;
+  const what = number ? `${count} digit${count === 1 ? "" : "s"}` : "";
+  if (notDigit) {
+    setStatus(number ? "This does not look like a number" : "This does not look like a digit");
+  } else {
+    setStatus(`${what ? what + ", " : ""}confidence ${(100 * result.confidence).toFixed(1)}%`);
+  }
+  const skipped = number ? result.digits.length - count : 0;
+  $("flag").textContent = notDigit ? "Write a single digit from 0 to 9, large and clear" :
+    skipped ? `${skipped} mark${skipped === 1 ? "" : "s"} that are not digits left out` :
+    result.low_confidence ? "Low confidence: try writing it larger or more clearly" : "";
   showMode(number);
   if (number) {
     showPieces(result.digits);
   } else {
-    showBars(result.probabilities, result.digit);
+    showBars(result.probabilities, notDigit ? -1 : result.digit);
     drawPixels($("seen"), result.processed);
   }
   const t = result.timing;
@@ -319,7 +328,8 @@ function showPieces(digits) {
     canvas.width = canvas.height = 28;
     drawPixels(canvas, d.processed);
     const label = document.createElement("b");
-    label.textContent = d.digit;
+    label.textContent = d.not_a_digit ? "–" : d.digit;
+    if (d.not_a_digit) li.className = "low";
     li.append(canvas, label, `${(100 * d.confidence).toFixed(0)}%`);
     pieces.appendChild(li);
   }

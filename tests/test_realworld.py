@@ -1,0 +1,239 @@
+"""The real-world benchmark's sets and scoring, calibration, and the generated negatives."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digits import DigitsError, data
+from digits import realworld as sets
+from digits.calibration import (
+    CALIBRATION_FILE,
+    CalibratedClassifier,
+    Calibration,
+    fit_temperature,
+    scaled,
+)
+from digits.preprocess import decode_image
+from digits.realworld_benchmark import NONE, Answer, expected_calibration_error, score
+
+
+def fashion_or_skip():
+    if data.load_fashion("t10k") is None:
+        message = f"Fashion-MNIST not found in {data.FASHION_DIR} (apt-get install dataset-fashion-mnist)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+# ---------------------------------------------------------------------------- the sets
+
+
+def test_other_writers_are_low_resolution_scans_of_dark_ink():
+    samples = sets.other_writers(np.random.default_rng(0), count=20)
+    assert len(samples) == 20
+    for sample in samples:
+        image = decode_image(sample.data)
+        assert image.format == "JPEG" and 24 <= image.width <= 8 * 8 * 2 + 8
+        assert sample.label in "0123456789" and len(sample.label) == 1
+        # Dark ink on light paper: the border is paper.
+        border = np.concatenate([image.gray[0], image.gray[-1]])
+        assert border.mean() > 150 and image.gray.min() < 120
+
+
+def test_numbers_have_two_to_six_digits_and_some_touch():
+    x = np.zeros((6, 28, 28), np.uint8)
+    x[:, 6:22, 4:24] = 255
+    samples = sets.numbers(x, np.arange(6), np.random.default_rng(0), count=60)
+    assert {len(s.label) for s in samples} <= set(range(2, 7))
+    assert {s.kind for s in samples} == {"touching", "apart"}
+    for sample in samples:
+        image = Image.open(io.BytesIO(sample.data))
+        assert image.format == "JPEG"
+        assert image.width > image.height  # written in a row
+
+
+def test_not_digits_hold_letters_scribbles_and_blank_paper():
+    samples = sets.not_digits(np.random.default_rng(0), count=24)
+    assert len(samples) == 24 and all(s.label == "" for s in samples)
+    assert {"letter", "scribble", "blank"} <= {s.kind for s in samples}
+    for sample in samples:
+        decode_image(sample.data)  # every one is a readable image
+
+
+def test_not_digits_include_fashion_test_items_where_installed():
+    fashion_or_skip()
+    kinds = [s.kind for s in sets.not_digits(np.random.default_rng(0), count=10)]
+    assert kinds.count("fashion-mnist-test") == 5
+
+
+def test_drawn_digits_stay_on_the_canvas_with_each_digit_equally_often():
+    drawings = sets.drawn_digits(np.random.default_rng(0), count=50)
+    assert [d.label for d in drawings].count(7) == 5
+    for drawing in drawings:
+        points = np.concatenate([np.asarray(stroke) for stroke in drawing.strokes])
+        assert points.min() >= 0 and points.max() <= 1
+        assert 6 <= drawing.width <= 36
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def test_expected_calibration_error():
+    # Confidence 0.9 and right 9 times in 10: calibrated.
+    assert expected_calibration_error(np.full(10, 0.9), np.arange(10) < 9) == pytest.approx(0.0)
+    # Confidence 0.95 and right half the time: 0.45 off.
+    assert expected_calibration_error(np.full(10, 0.95), np.arange(10) < 5) == pytest.approx(0.45)
+    # Two bins of equal size, off by 0.1 and 0.3: 0.2 on average.
+    confidence = np.r_[np.full(10, 0.5), np.full(10, 0.9)]
+    right = np.r_[np.arange(10) < 6, np.arange(10) < 6]
+    assert expected_calibration_error(confidence, right) == pytest.approx(0.2)
+
+
+def test_score_counts_not_a_digit_as_wrong_for_digits_and_right_for_non_digits():
+    answers = [Answer("3", "x", "3", 0.9), Answer("3", "x", NONE, 0.2), Answer("5", "x", "6", 0.7)]
+    row = score("other-writers", answers, seconds=0.3)
+    assert row["accuracy"] == pytest.approx(1 / 3)
+    assert row["not_a_digit"] == pytest.approx(1 / 3)
+    assert row["confusions"] == [(f"3→{NONE}", 1), ("5→6", 1)]
+    assert row["ms_per_image"] == pytest.approx(100)
+
+    negatives = [
+        Answer("", "letter", NONE, 0.1),
+        Answer("", "letter", "4", 0.8),
+        Answer("", "blank", NONE, None),
+    ]
+    row = score("not-digits", negatives, seconds=1)
+    assert row["accuracy"] == pytest.approx(2 / 3)
+    assert row["by_kind"] == {"blank": 1.0, "letter": 0.5}
+
+
+def test_real_world_benchmark_writes_its_report(mnist_dir, tmp_path):
+    """A small run of the upload sets through the packaged model: report, results and error sheets."""
+    from digits.models import DEFAULT_MODEL
+    from digits.realworld_benchmark import run_real_world
+
+    sets_run = ["other-writers", "numbers", "not-digits"]
+    rows = run_real_world(None, tmp_path, mnist_dir, seed=0, only=sets_run, scale=0.01, log=lambda _: None)
+    assert [row["set"] for row in rows] == sets_run
+    assert rows[0]["images"] == 17 and rows[1]["images"] == 10
+    report = (tmp_path / "report.md").read_text()
+    assert "| other-writers | 17 |" in report and "read right" in report
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["model"] and [row["set"] for row in results["sets"]] == sets_run
+    for row in rows:
+        if "sheet" in row:
+            assert Image.open(tmp_path / row["sheet"]).width > 0
+            assert f"]({row['sheet']})" in report
+    assert DEFAULT_MODEL.is_file()
+
+
+def test_real_world_benchmark_refuses_unknown_sets(tmp_path):
+    from digits.realworld_benchmark import run_real_world
+
+    with pytest.raises(ValueError, match="unknown set 'mnist'"):
+        run_real_world(None, tmp_path, only=["mnist"])
+    with pytest.raises(ValueError, match="scale"):
+        run_real_world(None, tmp_path, scale=0)
+
+
+# ---------------------------------------------------------------------------- calibration
+
+
+def test_temperature_scaling_keeps_the_ranking_and_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 10))
+    labels = np.array([rng.choice(10, p=np.exp(row) / np.exp(row).sum()) for row in logits])
+    true = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    # The same probabilities, made twice as sure of themselves: temperature 2 undoes it.
+    overconfident = scaled(true, 0.5)
+    assert (overconfident.argmax(axis=1) == true.argmax(axis=1)).all()
+    assert fit_temperature(overconfident, labels) == pytest.approx(2.0, rel=0.1)
+    assert np.allclose(scaled(overconfident, 2.0), true, atol=1e-5)
+
+
+def test_calibration_file_round_trip_and_damage(tmp_path):
+    calibration = Calibration(1.5, 0.4, {"validation_digits": 10})
+    calibration.save(tmp_path)
+    assert Calibration.load(tmp_path) == calibration
+    assert Calibration.load(tmp_path / "elsewhere") is None
+    (tmp_path / CALIBRATION_FILE).write_text('{"temperature": -1, "not_a_digit_below": 0.4, "fitted_on": {}}')
+    with pytest.raises(DigitsError, match="temperature must be positive"):
+        Calibration.load(tmp_path)
+    (tmp_path / CALIBRATION_FILE).write_text('{"temperature": 1}')
+    with pytest.raises(DigitsError, match="not a calibration file"):
+        Calibration.load(tmp_path)
+
+
+def test_calibrated_classifier_scales_and_carries_its_threshold():
+    class Fixed:
+        name, path = "fixed", None
+
+        def predict_proba(self, x, batch_size=1024):
+            return np.tile(np.r_[0.9, np.full(9, 0.1 / 9)], (len(x), 1))
+
+    calibrated = CalibratedClassifier(Fixed(), Calibration(2.0, 0.3, {}))
+    probabilities = calibrated.predict_proba(np.zeros((2, 28, 28, 1)))
+    assert probabilities.shape == (2, 10) and probabilities[0, 0] < 0.9
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    assert calibrated.not_a_digit_below == 0.3
+
+
+# ---------------------------------------------------------------------------- negatives
+
+
+def test_generated_letters_and_marks_are_dark_strokes_on_white():
+    from digits.negatives import drawn_letter, random_marks
+
+    rng = np.random.default_rng(0)
+    for image in [drawn_letter(rng) for _ in range(5)] + [random_marks(rng) for _ in range(5)]:
+        pixels = np.asarray(image)
+        assert pixels.max() == 255 and pixels.min() == 0
+        assert 0.005 < np.mean(pixels < 128) < 0.5
+
+
+def test_training_negatives_are_model_inputs():
+    fashion_or_skip()
+    from digits.negatives import training_negatives
+
+    negatives = training_negatives(40, seed=0)
+    assert negatives.dtype == np.float32 and negatives.shape[1:] == (28, 28, 1)
+    assert 35 <= len(negatives) <= 40  # an item too faint to find is left out
+    assert negatives.min() >= 0 and negatives.max() == 1.0
+    assert np.array_equal(negatives, training_negatives(40, seed=0))  # the same seed, the same images
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def test_number_reader_keeps_the_reading_the_model_is_surest_of():
+    from digits.number_reader import candidate_images, choose
+    from digits.preprocess import DigitCrop
+
+    def crop(value: float) -> DigitCrop:
+        return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, 1, 1))
+
+    whole, left, right, alone = crop(0.1), crop(0.2), crop(0.3), crop(0.4)
+    marks = [[[whole], [left, right]], [[alone]]]
+    images = candidate_images(marks)
+    assert images.shape == (4, 28, 28)
+
+    def probabilities(confidences):
+        rows = np.full((len(confidences), 10), 0.0)
+        for row, (digit, p) in zip(rows, confidences, strict=True):
+            row[:] = (1 - p) / 9
+            row[digit] = p
+        return rows
+
+    # Whole at 40%, cut at 95% and 90%: cut; the single mark is read as it is.
+    chosen = choose(marks, probabilities([(8, 0.4), (1, 0.95), (7, 0.9), (3, 0.99)]))
+    assert [c for c, _ in chosen] == [left, right, alone]
+    assert [int(p.argmax()) for _, p in chosen] == [1, 7, 3]
+    # Whole at 97%: whole, though one half alone would be surer.
+    chosen = choose(marks, probabilities([(0, 0.97), (1, 0.99), (7, 0.5), (3, 0.99)]))
+    assert [c for c, _ in chosen] == [whole, alone]
