@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -18,19 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from digits.realworld_benchmark import CHROMIUM, CHROMIUM_ARGS
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("DIGITS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
@@ -368,3 +358,29 @@ def test_real_world_benchmark_draws_on_the_page(browser):
     for answer in answers:
         assert answer.confidence is not None and answer.processed[0].shape == (28, 28)
         assert answer.data.startswith(b"\x89PNG")  # the canvas as drawn, for the contact sheet
+
+
+def test_the_page_says_when_a_drawing_is_not_a_digit(page):
+    """The page's words for the API's not_a_digit answer (the answer itself is faked here: which
+    drawings a model refuses is the real-world benchmark's business)."""
+    import json
+
+    answer = {
+        "digit": 4,
+        "confidence": 0.31,
+        "low_confidence": True,
+        "not_a_digit": True,
+        "probabilities": [0.31] + [0.69 / 9] * 9,
+        "processed": [[0] * 28] * 28,
+        "image": {"width": 105, "height": 70, "format": "PNG"},
+        "timing": {"read_ms": 0.1, "preprocess_ms": 1.0, "inference_ms": 0.5, "total_ms": 1.6},
+    }
+    page.route(
+        "**/api/predict",
+        lambda route: route.fulfill(content_type="application/json", body=json.dumps(answer)),
+    )
+    draw(page, [[(0.3, 0.3), (0.7, 0.7)], [(0.7, 0.3), (0.3, 0.7)]])
+    assert prediction(page) == "?"
+    assert page.locator("#status").inner_text() == "This does not look like a digit"
+    assert "single digit" in page.locator("#flag").inner_text()
+    assert page.locator("#bars li.top").count() == 0  # no digit is singled out

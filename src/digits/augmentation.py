@@ -61,13 +61,24 @@ def augmentation(kind: str = "affine", seed: int = 0) -> keras.Sequential:
 _HANDWRITING_RATE = 0.4
 
 
-class Sometimes(keras.layers.Layer):
+class _RandomLayer(keras.layers.Layer):
+    """A layer that draws random numbers from its own seeded stream (training only)."""
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+class Sometimes(_RandomLayer):
     """Applies ``layer`` to a random ``rate`` of the images of each batch, and leaves the others."""
 
     def __init__(self, layer, rate: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.layer, self.rate, self.seed = layer, rate, seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        super().__init__(seed, **kwargs)
+        self.layer, self.rate = layer, rate
 
     def call(self, images, training=True):
         if not training:
@@ -76,18 +87,13 @@ class Sometimes(keras.layers.Layer):
         return ops.where(chosen, self.layer(images, training=True), images)
 
 
-class LowResolution(keras.layers.Layer):
+class LowResolution(_RandomLayer):
     """A low-resolution scan: the image reduced to 8-14 pixels a side (area average) and enlarged back.
 
     The sizes are drawn per image from a few fixed ones, so a batch needs one resize per size.
     """
 
     SIZES = (8, 10, 12, 14)
-
-    def __init__(self, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=True):
         if not training:
@@ -103,22 +109,14 @@ class LowResolution(keras.layers.Layer):
             out = ops.where(which == n, blurred, out)
         return out
 
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
 
-
-class StrokeWidth(keras.layers.Layer):
+class StrokeWidth(_RandomLayer):
     """Thicker or thinner pens: each image is blended towards its 3x3 dilation or erosion.
 
     MNIST's strokes are 2-3 pixels wide at 28x28; a felt pen or a finger on a phone writes thicker, a
     fine pen or a mouse on a big canvas thinner. Thinning stops short of a full erosion, which would
     wipe out MNIST's thinnest strokes.
     """
-
-    def __init__(self, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=True):
         if not training:
@@ -128,21 +126,13 @@ class StrokeWidth(keras.layers.Layer):
         thin = -ops.max_pool(-images, 3, 1, padding="same")
         return images + ops.relu(amount) * (thick - images) + 0.6 * ops.relu(-amount) * (thin - images)
 
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
 
-
-class UnevenInk(keras.layers.Layer):
+class UnevenInk(_RandomLayer):
     """Uneven pen pressure and broken strokes: ink scaled by a smooth random field.
 
     Half the images have faded patches (ink down to 40%); the other half have gaps where the field
     falls below a cut, as a dry pen or a thin stroke lost in a scan leaves them.
     """
-
-    def __init__(self, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=True):
         if not training:
@@ -159,9 +149,6 @@ class UnevenInk(keras.layers.Layer):
             keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator) < 0.5, images.dtype
         )
         return images * (choose * faded + (1.0 - choose) * broken)
-
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
 
 
 class ElasticDistortion(keras.layers.Layer):

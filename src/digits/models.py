@@ -107,7 +107,7 @@ def keras_example():
     )
 
 
-def fast_cnn():
+def fast_cnn(channels: tuple[int, int, int] = (24, 48, 96), name: str = "fast_cnn"):
     """Time-to-accuracy on a CPU: strided convolutions shrink the image early, batch norm trains fast.
 
     Conv 5x5/2 (14x14) -> Conv 3x3/2 (7x7) -> Conv 3x3 (5x5) -> Dense, 24/48/96 channels: a third less
@@ -117,11 +117,11 @@ def fast_cnn():
     from keras import layers
 
     inputs = keras.Input(shape=(28, 28, 1))
-    x = _conv_bn_relu(inputs, 24, kernel=5, strides=2)
-    x = _conv_bn_relu(x, 48, strides=2)
-    x = _conv_bn_relu(x, 96, padding="valid")
+    x = _conv_bn_relu(inputs, channels[0], kernel=5, strides=2)
+    x = _conv_bn_relu(x, channels[1], strides=2)
+    x = _conv_bn_relu(x, channels[2], padding="valid")
     x = layers.Flatten()(x)
-    return keras.Model(inputs, _classifier_head(x), name="fast_cnn")
+    return keras.Model(inputs, _classifier_head(x), name=name)
 
 
 def deep_cnn(channels: tuple[int, int, int] = (32, 64, 128), name: str = "deep_cnn", deskew: bool = False):
@@ -272,6 +272,15 @@ MODELS: dict[str, ModelSpec] = {
         warmup_epochs=0.3,
         label_smoothing=0.1,
         augment="none",
+    ),
+    "fast-cnn-wide": ModelSpec(
+        functools.partial(fast_cnn, (48, 96, 192), "fast_cnn_wide"),
+        "fast-cnn at twice the width (48/96/192 channels), room for strangers' hands and non-digits",
+        epochs=20,
+        batch_size=128,
+        learning_rate=3e-3,
+        label_smoothing=0.1,
+        augment="handwriting",
     ),
     "deep-cnn": ModelSpec(
         deep_cnn,

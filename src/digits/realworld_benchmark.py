@@ -34,7 +34,6 @@ from digits import realworld as sets
 
 #: The sets, in the report's order, and how many images each has by default.
 SETS = {"other-writers": None, "drawn": 300, "photographed": 2000, "numbers": 500, "not-digits": 1000}
-DIGIT_SETS = ("other-writers", "drawn", "photographed")
 CHROMIUM = os.environ.get("DIGITS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -309,13 +308,14 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def markdown(rows: list[dict], model: str, counts: dict, seed: int) -> str:
+def markdown(rows: list[dict], model: str, seed: int, scale: float) -> str:
     """The report: a headline table, then each set's confusions and contact sheet."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = f"digits benchmark --real-world --seed {seed}" + (f" --scale {scale:g}" if scale != 1 else "")
     lines = [
         "# How well the reader reads real handwriting",
         "",
-        f"Written by `digits benchmark --real-world --seed {seed}` on {now}, at commit {_commit()}, on "
+        f"Written by `{command}` on {now}, at commit {_commit()}, on "
         f"{_machine()}; model `{model}`. Every image went through the web app's own endpoints "
         "(the drawn set through the page in Chromium). These sets only measure: no model was trained "
         "or tuned on them.",
@@ -333,7 +333,8 @@ def markdown(rows: list[dict], model: str, counts: dict, seed: int) -> str:
         "",
         '*read right*: the digit or whole number named correctly; for not-digits, answered "not a digit" '
         "(or no digit found). *ECE*: expected calibration error of the stated confidence over "
-        f"{_ECE_BINS} bins.",
+        f"{_ECE_BINS} bins. *ms per image*: the app's time per request, seen from the client; for the "
+        "drawn set, the drawing in the browser too.",
         "",
     ]
     for row in rows:
@@ -391,19 +392,21 @@ def run_real_world(
             rng = np.random.default_rng([seed, list(SETS).index(name)])  # each set its own stream
             log(f"{name}: building the images")
             if name == "other-writers":
-                samples = sets.other_writers(rng, counts[name])
+                items = sets.other_writers(rng, counts[name])
+            elif name == "drawn":
+                items = sets.drawn_digits(rng, counts[name])
             elif name == "photographed":
-                samples = sets.photographed(x_test, y_test, rng, counts[name])
+                items = sets.photographed(x_test, y_test, rng, counts[name])
             elif name == "numbers":
-                samples = sets.numbers(x_test, y_test, rng, counts[name])
-            elif name == "not-digits":
-                samples = sets.not_digits(rng, counts[name])
-            log(f"{name}: reading {counts[name] or len(samples)} images")
+                items = sets.numbers(x_test, y_test, rng, counts[name])
+            else:
+                items = sets.not_digits(rng, counts[name])
+            log(f"{name}: reading {len(items)} images")
             start = time.perf_counter()
             if name == "drawn":
-                answers = read_drawings(app, sets.drawn_digits(rng, counts[name]), log)
+                answers = read_drawings(app, items, log)
             else:
-                answers = read_uploads(client, samples, number=name == "numbers", log=log)
+                answers = read_uploads(client, items, number=name == "numbers", log=log)
             row = score(name, answers, time.perf_counter() - start)
             sheet = f"errors-{name}.png"
             if contact_sheet(answers, out / sheet, number=name == "numbers"):
@@ -412,7 +415,7 @@ def run_real_world(
             log(f"{name}: read right {_pct(row['accuracy'])}, not a digit {_pct(row['not_a_digit'])}")
         name = client.get("/api/model").json()["name"]
     write_json(out / "results.json", {"model": name, "seed": seed, "sets": rows})
-    (out / "report.md").write_text(markdown(rows, name, counts, seed))
+    (out / "report.md").write_text(markdown(rows, name, seed, scale))
     log(f"wrote {out / 'report.md'}")
     return rows
 

@@ -252,7 +252,9 @@ class NumberAnswer(BaseModel):
 
     number: str = Field(description="the digits read, left to right; marks that are not digits are left out")
     not_a_number: bool = Field(description="no mark in the image looks like a digit")
-    confidence: float = Field(description="the least confident digit's confidence")
+    confidence: float = Field(
+        description="the chance that the whole number is right: the product of the digits' confidences"
+    )
     low_confidence: bool
     digits: list[Mark] = Field(description="every mark found, left to right, digits and not")
     image: ImageInfo
@@ -451,9 +453,10 @@ def create_app(
         neighbours touch) is classified as one digit.
 
         Returns ``number`` (a string of the marks that are digits), ``not_a_number`` (no mark is a
-        digit), ``confidence`` (the least confident digit's), a ``low_confidence`` flag and, for each
-        mark, its box in the original image's pixels, its reading (``not_a_digit`` for a stray mark,
-        left out of ``number``) and the 28x28 image the model saw.
+        digit), ``confidence`` (the product of the digits': the chance that all are right), a
+        ``low_confidence`` flag and, for each mark, its box in the original image's pixels, its
+        reading (``not_a_digit`` for a stray mark, left out of ``number``) and the 28x28 image the
+        model saw.
         """
         start = time.perf_counter()
         (image, candidates), times = await decoded(request, segment_number)
@@ -470,7 +473,8 @@ def create_app(
                 }
             )
         digits = [m for m in marks if not m["not_a_digit"]]
-        confidence = min(m["confidence"] for m in digits or marks)
+        # The chance that every digit is right: a number is read right only if all of them are.
+        confidence = round(float(np.prod([m["confidence"] for m in digits or marks])), 6)
         return JSONResponse(
             {
                 "number": "".join(str(d["digit"]) for d in digits),
