@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install default-model best-model
+.PHONY: run test lint install default-model handwriting-model best-model
 
 $(BIN)/.installed: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,19 @@ test: lint
 default-model: install
 	$(BIN)/digits train --model fast-cnn --epochs 12 --batch-size 128 --learning-rate 3e-3 --augment affine \
 		--out runs/default-model
+	$(BIN)/digits calibrate runs/default-model
 	cp runs/default-model/model.keras runs/default-model/metrics.json runs/default-model/config.json \
-		src/digits/default_model/
+		runs/default-model/calibration.json src/digits/default_model/
+
+## make handwriting-model: retrain models/fast-cnn-wide-handwriting (strangers' hands, "not a digit");
+## its non-digit examples need Fashion-MNIST (apt-get install dataset-fashion-mnist); about 40 minutes
+handwriting-model: install
+	$(BIN)/digits train --model fast-cnn-wide --augment handwriting --negatives 15000 \
+		--out runs/fast-cnn-wide-handwriting
+	mkdir -p models/fast-cnn-wide-handwriting
+	cp runs/fast-cnn-wide-handwriting/model.keras runs/fast-cnn-wide-handwriting/metrics.json \
+		runs/fast-cnn-wide-handwriting/config.json runs/fast-cnn-wide-handwriting/calibration.json \
+		models/fast-cnn-wide-handwriting/
 
 ## make best-model: retrain the best single model kept in models/$(BEST_MODEL) (20-75 minutes, by host)
 # Named once: the folder changes whenever validation picks another run.
@@ -39,5 +50,6 @@ BEST_MODEL := deep-cnn-ema-e40-seed3
 best-model: install
 	$(BIN)/digits train --model deep-cnn --ema 0.999 --epochs 40 --seed 3 --out runs/$(BEST_MODEL)
 	mkdir -p models/$(BEST_MODEL)
+	$(BIN)/digits calibrate runs/$(BEST_MODEL)
 	cp runs/$(BEST_MODEL)/model.keras runs/$(BEST_MODEL)/metrics.json runs/$(BEST_MODEL)/config.json \
-		models/$(BEST_MODEL)/
+		runs/$(BEST_MODEL)/calibration.json models/$(BEST_MODEL)/
