@@ -352,6 +352,20 @@ def test_predict_says_when_an_image_is_not_a_digit(capsys, tmp_path):
     assert code == 0 and json.loads(out)["not_a_digit"] is True
 
 
+def test_calibrate_fits_a_run_on_its_own_validation_split(capsys, tmp_path, mnist_dir):
+    run_dir = _dummy_run(tmp_path / "run", {"model": "dummy", "val_size": 500, "split_seed": 0})
+    code, out, _ = run(capsys, "calibrate", run_dir, "--data-dir", str(mnist_dir))
+    assert code == 0 and out.strip().endswith(f"saved to {Path(run_dir) / 'calibration.json'}")
+    calibration = json.loads((Path(run_dir) / "calibration.json").read_text())
+    assert calibration["fitted_on"]["validation_digits"] == 500 and calibration["temperature"] > 0
+    # The dummy says 10% for every digit, so any threshold it gets keeps its answers.
+    assert calibration["not_a_digit_below"] <= 0.1 + 1e-6
+
+    everything = _dummy_run(tmp_path / "all", {"model": "dummy", "val_size": 0})
+    code, _, err = run(capsys, "calibrate", everything, "--data-dir", str(mnist_dir))
+    assert code == 2 and _one_line_error(err, "no validation split is left to fit on")
+
+
 def test_predict_without_a_model_uses_the_default_one(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("DIGITS_MODEL", _dummy_run(tmp_path / "run", {"model": "dummy"}))
     digit = np.zeros((28, 28), np.uint8)
