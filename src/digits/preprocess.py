@@ -291,9 +291,9 @@ def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
     if full - paper < 255 * _MIN_CONTRAST:
         raise NoDigitError()
 
-    # Hysteresis: a fine pen's stroke fades below the threshold where it is thinnest, so pixels a third of the
-    # way to it join a mark when they touch one, and gaps of a pixel or two are bridged: a thin 6 or 8
-    # stays one mark instead of pieces, some of them too small to keep.
+    # Hysteresis: a fine pen's stroke fades below the threshold where it is thinnest, so pixels two
+    # thirds of the way from the paper to it join a mark when they touch one, and gaps of a pixel or
+    # two are bridged: a thin 6 or 8 stays one mark instead of pieces, some too small to keep.
     on_ink_scale = 255 - coarse.astype(np.int16) if dark_ink else coarse  # threshold and paper's scale
     weak = on_ink_scale > (2 * threshold + paper) / 3
     pieces, count = ndimage.label(weak, structure=_EIGHT_CONNECTED)
@@ -329,7 +329,7 @@ def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
 
 def _off_the_edges(ink: _Ink) -> list[int]:
     """The indices of ``ink.marks`` worth reading: all of them, unless marks clear of the image's edges
-    hold most of the ink and others touch an edge (a shadow or the rim of the page, not a stroke)."""
+    hold at least a quarter of the ink and others touch an edge (a shadow or the rim of the page)."""
     height, width = ink.labels.shape
     touching = [
         s[0].start == 0 or s[1].start == 0 or s[0].stop == height or s[1].stop == width for s in ink.slices
