@@ -385,10 +385,10 @@ def run_real_world(
     counts = {name: max(10, int(n * scale)) if n else None for name, n in SETS.items()}
     if counts["other-writers"] is None and scale < 1:
         counts["other-writers"] = max(10, int(1797 * scale))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     (_, _), (x_test, y_test) = mnist.load_mnist(data_dir)
     app = create_app(model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)  # once data and model are known good: no empty folder
     rows = []
     with TestClient(app) as client:
         for name in chosen:
