@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install default-model handwriting-model best-model
+.PHONY: run test lint install report default-model handwriting-model best-model
 
 $(BIN)/.installed: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: install
 ## make test: set up with the dev extras, lint, run the tests
 test: lint
 	$(BIN)/python -m pytest
+
+## make report: score the shipped models, write docs/results.md and the README's results table
+report: install
+	$(BIN)/digits benchmark --report
 
 ## make default-model: retrain the small model shipped in src/digits/default_model (serve, predict)
 default-model: install

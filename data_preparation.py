@@ -14,7 +14,7 @@ from typing import NoReturn
 import numpy as np
 
 from digits import DigitsError, data
-from digits.cli import add_data_dir_argument
+from digits.cli.flags import add_data_dir_argument
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 add_data_dir_argument(parser)
@@ -52,11 +52,25 @@ failed = sum(row["status"] != "ok" for row in rows)
 if failed:
     fail(f"{failed} of the four files failed verification; see above")
 
-# 3. Prepared arrays
+# 3. The transforms, one at a time: raw bytes -> scaled floats with a channel axis -> split
 try:
+    (x_raw, y_raw), (x_test_raw, _) = data.load_mnist(args.data_dir)
     prepared = data.prepare(args.data_dir, val_size=args.val_size, seed=args.seed)
 except DigitsError as exc:  # a file changed since it was checked
     fail(str(exc))
+print("\nraw images, as stored: one byte per pixel, 0 (paper) to 255 (ink)")
+print(
+    f"  training {x_raw.shape} {x_raw.dtype} range [{x_raw.min()}, {x_raw.max()}]   test {x_test_raw.shape}"
+)
+scaled = data.scale(x_raw[:1])
+print(
+    f"scaled (data.scale): pixel / 255 as float32, with a channel axis for the CNN: {scaled.shape[1:]}"
+    f" {scaled.dtype} range [{scaled.min():.1f}, {scaled.max():.1f}]"
+)
+if args.val_size:
+    print(
+        f"split (data.prepare): {args.val_size:,} of the 60,000 held out for validation, stratified by digit"
+    )
 print("\nprepared arrays")
 for split in ("train", "val", "test"):
     x, y = getattr(prepared, f"x_{split}"), getattr(prepared, f"y_{split}")

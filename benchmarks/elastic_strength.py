@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from digits import DigitsError
     from digits import data as mnist
     from digits.augmentation import ElasticDistortion, augmentation
-    from digits.models import load_classifier
+    from digits.inference import load_classifier
 
     try:
         data = mnist.prepare(None)

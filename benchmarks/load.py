@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2 as httpx
 
 
 def canvas_png() -> bytes:
@@ -89,6 +89,7 @@ async def _raw_post(url: str, payload: bytes):
     return post, writer
 
 
+# One function on purpose: the clients, the timing and the statistics share one event loop's state.
 async def run(
     url: str, endpoint: str, image: bytes, requests: int, concurrency: int, as_json: bool, client: str
 ) -> dict:

@@ -32,3 +32,31 @@ def write_idx(path: Path, array: np.ndarray, magic: int | None = None, extra: by
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes() + extra)
     return path
+
+
+def dummy_run(folder: Path, config=None, metrics: bool = True) -> Path:
+    """A run folder holding a trivial scikit-learn model and a config.json of the current schema.
+
+    ``config`` overrides the recorded values (wrong ones included, to test how they are refused); a
+    value that is not a dict is written as the whole file.
+    """
+    import json
+
+    import joblib
+    from sklearn.dummy import DummyClassifier
+
+    from digits import runs
+
+    folder.mkdir(parents=True)
+    joblib.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), folder / "model.joblib")
+    recorded = {"model": "dummy", "kind": "scikit-learn", "val_size": 5000, "split_seed": 0}
+    if config is None:
+        recorded = {**recorded, "schema_version": runs.SCHEMA_VERSION}
+    elif isinstance(config, dict):
+        recorded = {**recorded, "schema_version": runs.SCHEMA_VERSION, **config}
+    else:
+        recorded = config
+    (folder / "config.json").write_text(json.dumps(recorded))
+    if metrics:
+        runs.write_metrics(folder, runs.RunMetrics("dummy", 0.1, 2.3, 0.0, 10000, 55000))
+    return folder

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from digits import baselines
+from digits import baselines, deskew, runs
 from digits.cli import main
 from digits.data import PreparedData
-from digits.models import load_classifier
+from digits.inference import load_classifier
 
 
 def slanted_stroke(slope: float, column: float = 12.0) -> np.ndarray:
@@ -49,15 +49,15 @@ def flat(images: np.ndarray) -> np.ndarray:
 
 def test_skew_measures_the_slant_of_a_stroke():
     strokes = np.stack([slanted_stroke(s) for s in (-0.3, 0.0, 0.4)])
-    assert baselines.skew(strokes) == pytest.approx([-0.3, 0.0, 0.4], abs=0.03)
+    assert deskew.skew(strokes) == pytest.approx([-0.3, 0.0, 0.4], abs=0.03)
 
 
 def test_deskew_straightens_a_slanted_stroke_and_centres_it():
     stroke = slanted_stroke(0.4).reshape(1, -1)
-    straightened = baselines.deskew(stroke)
+    straightened = deskew.deskew(stroke)
     assert straightened.shape == (1, 784) and straightened.dtype == np.float32
-    assert abs(baselines.skew(straightened)[0]) < 0.03
-    row, col, _, _ = baselines.image_moments(straightened)
+    assert abs(deskew.skew(straightened)[0]) < 0.03
+    row, col, _, _ = deskew.image_moments(straightened)
     assert row[0] == pytest.approx(13.5, abs=0.3) and col[0] == pytest.approx(13.5, abs=0.3)
     # The ink is moved, not lost, and stays in [0, 1].
     assert straightened.sum() == pytest.approx(stroke.sum(), rel=0.05)
@@ -65,7 +65,7 @@ def test_deskew_straightens_a_slanted_stroke_and_centres_it():
 
 
 def test_deskew_leaves_blank_images_blank():
-    assert not np.any(baselines.deskew(np.zeros((2, 784), dtype=np.float32)))
+    assert not np.any(deskew.deskew(np.zeros((2, 784), dtype=np.float32)))
 
 
 # ---------------------------------------------------------------------------- the pipelines
@@ -119,9 +119,16 @@ def test_train_one_measures_saves_and_reloads(tiny, tmp_path):
     assert metrics["train_seconds"] > 0.0 and metrics["images_per_second"] > 0.0
     folder = tmp_path / "svm"
     assert metrics["model_bytes"] == (folder / "model.joblib").stat().st_size
-    assert json.loads((folder / "metrics.json").read_text()) == metrics
-    config_json = json.loads((folder / "config.json").read_text())
-    assert config_json["model"] == "svm" and config_json["deskew"] is True and config_json["seed"] == 0
+    saved = runs.read_metrics(folder)
+    assert (saved.model, saved.test_accuracy, saved.val_accuracy) == (
+        "svm",
+        metrics["test_accuracy"],
+        metrics["val_accuracy"],
+    )
+    assert saved.extra["images_per_second"] == metrics["images_per_second"]
+    recorded = runs.read_config(folder)
+    assert (recorded.model, recorded.kind, recorded.split) == ("svm", "scikit-learn", (5000, 0))
+    assert recorded.settings["deskew"] is True and recorded.settings["seed"] == 0
     assert any("fitting on 300 images" in line for line in logged)
 
     # The saved model is usable like a Keras run: images shaped (N, 28, 28, 1), the same predictions.
@@ -146,31 +153,30 @@ def test_report_tables_and_chart_include_the_cnn_runs(tmp_path):
         "images_per_second": 2500.0,
         "model_bytes": 23_000_000,
     }
-    runs = tmp_path / "runs"
-    (runs / "cnn-run").mkdir(parents=True)
-    (runs / "cnn-run" / "metrics.json").write_text(
-        json.dumps({"model": "seed-cnn", "test_accuracy": 0.993, "test_r2": 0.988, "train_seconds": 360})
-    )
-    (runs / "cnn-run" / "config.json").write_text(json.dumps({"val_size": 5000, "train_size": 2000}))
-    (runs / "old-run").mkdir()  # a run without config.json: its training size is unknown
-    (runs / "old-run" / "metrics.json").write_text(
+    runs_dir = tmp_path / "runs"
+    (runs_dir / "cnn-run").mkdir(parents=True)
+    runs.write_config(runs_dir / "cnn-run", runs.RunConfig("seed-cnn", "keras", 5000, 0, train_size=2000))
+    metrics = runs.RunMetrics("seed-cnn", 0.993, 0.03, 0.988, 10000, 2000, train_seconds=360)
+    runs.write_metrics(runs_dir / "cnn-run", metrics)
+    (runs_dir / "old-run").mkdir()  # a run of an older schema: left out
+    (runs_dir / "old-run" / "metrics.json").write_text(
         json.dumps({"model": "fast-cnn", "test_accuracy": 0.99, "train_seconds": 60})
     )
-    (runs / "unfinished").mkdir()
-    (runs / "unfinished" / "metrics.json").write_text("{")
+    (runs_dir / "unfinished").mkdir()
+    (runs_dir / "unfinished" / "metrics.json").write_text("{")
     out = tmp_path / "out"
     out.mkdir()
 
-    written = baselines.write_report([result], out, runs)
+    written = baselines.write_report([result], out, runs_dir)
 
     assert [path.name for path in written] == ["results.md", "results.png"]
     table = (out / "results.md").read_text().splitlines()
-    assert len(table) == 5  # header, rule, the baseline, the two CNNs
+    assert len(table) == 4  # header, rule, the baseline, the CNN
     assert table[2].startswith("| knn |") and "97.50%" in table[2] and "| 23 |" in table[2]
     assert (
-        table[3].startswith(f"| seed-cnn | CNN ({runs / 'cnn-run'}) | no | 2,000 |") and "99.30%" in table[3]
+        table[3].startswith(f"| seed-cnn | CNN ({runs_dir / 'cnn-run'}) | no | 2,000 |")
+        and "99.30%" in table[3]
     )
-    assert table[4].startswith(f"| fast-cnn | CNN ({runs / 'old-run'}) | no | — |")
     assert (out / "results.png").stat().st_size > 10_000
     text = baselines.format_table([result])
     assert "knn" in text and "97.50%" in text and "2500" in text

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from digits.realworld_benchmark import CHROMIUM, CHROMIUM_ARGS
+from digits.strokes import drawn_digits
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +36,7 @@ def server_url():
     import uvicorn
 
     from digits import DigitsError
-    from digits.models import resolve_model_path
+    from digits.inference import resolve_model_path
     from digits.server import create_app
 
     try:
@@ -346,12 +347,11 @@ def test_real_world_benchmark_draws_on_the_page(browser):
     """The benchmark's drawn set: digits drawn with the mouse in Chromium and read through the page."""
     import numpy as np
 
-    from digits import realworld
-    from digits.models import resolve_model_path
+    from digits.inference import resolve_model_path
     from digits.realworld_benchmark import read_drawings
     from digits.server import create_app
 
-    drawings = realworld.drawn_digits(np.random.default_rng(0), count=3)
+    drawings = drawn_digits(np.random.default_rng(0), count=3)
     app = create_app(resolve_model_path())
     answers = read_drawings(app, drawings, log=lambda _: None, browser=browser)
     assert [a.label for a in answers] == ["0", "1", "2"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dummy_run
 
 from digits import DigitsError
 from digits.cli import main
@@ -116,11 +117,11 @@ def test_the_seed_varies_the_model_while_the_validation_split_stays(
     assert drawn == [split]
 
 
-def test_runs_recorded_before_split_seed_keep_their_split():
-    from digits.training import TrainConfig
-
-    assert TrainConfig.from_dict({"model": "deep-cnn", "seed": 4}).split_seed == 4
-    assert TrainConfig.from_dict({"seed": 4, "split_seed": 0}).split_seed == 0
+def test_a_run_folder_of_another_schema_is_refused_in_one_line(capsys, tmp_path):
+    run_dir = dummy_run(tmp_path / "run", {"schema_version": None, "seed": 4})  # from before the schema
+    for argv in (["evaluate", str(run_dir)], ["train", "--resume", str(run_dir)]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and _one_line_error(err, "written with run-folder schema None, this version reads 1")
 
 
 def test_train_refuses_to_overwrite_a_folder_with_work_in_it(capsys, tmp_path):
@@ -161,7 +162,8 @@ def test_a_damaged_run_file_is_named_in_a_one_line_error(capsys, tmp_path):
 
 
 def test_bad_npy_input_is_rejected_with_its_shape(tmp_path):
-    from digits.preprocess import ImageError, load_image
+    from digits.images import ImageError
+    from digits.preprocess import load_image
 
     np.save(tmp_path / "wrong.npy", np.zeros((5, 5)))
     with pytest.raises(ImageError, match=r"expected a numeric 28x28 array.*\(5, 5\)"):
@@ -180,17 +182,7 @@ def test_a_damaged_model_file_is_a_one_line_error(capsys, tmp_path, name):
 
 
 def _dummy_run(folder, config) -> str:
-    """A run folder holding a trivial scikit-learn model and the given config.json."""
-    import json
-
-    import joblib
-    from sklearn.dummy import DummyClassifier
-
-    folder.mkdir(parents=True)
-    joblib.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), folder / "model.joblib")
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "metrics.json").write_text(json.dumps({"model": "dummy", "test_accuracy": 0.1}))
-    return str(folder)
+    return str(dummy_run(folder, config))
 
 
 def _must_not_run(*args, **kwargs):
@@ -234,13 +226,13 @@ def test_damaged_ensemble_and_config_files_are_one_line_errors(capsys, tmp_path)
     listed = tmp_path / "listed"
     _dummy_run(listed, [])
     code, _, err = run(capsys, "evaluate", str(listed))
-    assert code == 2 and _one_line_error(err, "config.json: not a run config")
+    assert code == 2 and _one_line_error(err, "config.json: not a run file")
     from digits.training import TrainConfig, train
 
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     (unfinished / "config.json").write_text("[]")
-    with pytest.raises(DigitsError, match="config.json: not a run config"):  # also when called directly
+    with pytest.raises(DigitsError, match="config.json: not a run file"):  # also when called directly
         train(TrainConfig(), unfinished, resume=True)
 
 
@@ -254,14 +246,16 @@ def test_train_into_an_existing_file_is_a_one_line_error(capsys, tmp_path, monke
 
 def test_resume_refuses_other_settings_but_takes_a_data_folder(capsys, tmp_path, monkeypatch):
     calls = []
-    metrics = {"train_accuracy": 1.0, "test_accuracy": 1.0, "test_r2": 1.0, "train_seconds": 1.0}
+    from digits.runs import RunMetrics
+
+    metrics = RunMetrics("m", 1.0, 0.0, 1.0, 10000, 55000, train_accuracy=1.0, train_seconds=1.0)
     monkeypatch.setattr("digits.training.train", lambda config, out, resume: calls.append(resume) or metrics)
     run_dir = str(tmp_path / "run")
     code, _, err = run(
         capsys, "train", "--resume", run_dir, "--epochs", "3", "--model", "fast-cnn", "--batch-size", "7"
     )
     assert code == 2 and _one_line_error(err, "cannot be combined with --model, --epochs, --batch-size")
-    for flags in (["--seed", "0"], ["--no-augment"], ["--out", run_dir], ["--val-size", "5000"]):
+    for flags in (["--seed", "0"], ["--augment", "none"], ["--out", run_dir], ["--val-size", "5000"]):
         code, _, err = run(capsys, "train", "--resume", run_dir, *flags)
         assert code == 2 and _one_line_error(err, f"cannot be combined with {flags[0]}")
     assert calls == []
@@ -284,7 +278,7 @@ def test_train_without_flags_takes_the_recipe_defaults_and_names_the_folder_afte
     monkeypatch.chdir(tmp_path)
     for argv, model in (
         (["train"], "seed-cnn"),
-        (["train", "--model", "fast-cnn", "--no-augment"], "fast-cnn"),
+        (["train", "--model", "fast-cnn", "--augment", "none"], "fast-cnn"),
     ):
         with pytest.raises(_SplitDrawn):
             main(argv)
@@ -451,7 +445,7 @@ def test_a_failing_tensorflow_import_still_shows_what_it_wrote(tmp_path):
 def test_output_into_a_closed_pipe_ends_quietly():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("PYTHONUNBUFFERED", None)  # buffered, as in most shells: the pipe breaks at the last flush
-    command = [sys.executable, "-m", "digits.cli", "models"]
+    command = [sys.executable, "-m", "digits", "models"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     process.stdout.close()  # like `digits models | head -0`: gone before the first line is written
     err = process.stderr.read().decode()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 import re
 import shutil
 import subprocess
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_idx
+from conftest import dummy_run, write_idx
 
-from digits import DigitsError, data
+from digits import DigitsError, data, runs
 from digits.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,17 +258,6 @@ def test_data_preparation_prints_each_sha256_and_refits_on_all_images(mnist_dir)
 # ---------------------------------------------------------------------------- a run's recorded split
 
 
-def _run_with_config(folder: Path, config: dict) -> Path:
-    """A run folder holding a trivial scikit-learn model and the given config.json."""
-    import joblib
-    from sklearn.dummy import DummyClassifier
-
-    folder.mkdir()
-    joblib.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), folder / "model.joblib")
-    (folder / "config.json").write_text(json.dumps({"model": "dummy", **config}))
-    return folder
-
-
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
@@ -280,23 +268,16 @@ def _run_with_config(folder: Path, config: dict) -> Path:
     ],
 )
 def test_an_unusable_recorded_split_names_config_json_and_the_value(tmp_path, capsys, config, expected):
-    run = _run_with_config(tmp_path / "run", config)
+    run = dummy_run(tmp_path / "run", config)
     message = f"{run / 'config.json'}: {expected}"
     with pytest.raises(DigitsError, match="^" + re.escape(message)):
-        data.recorded_split(run)
+        runs.recorded_split(run)
     assert main(["evaluate", str(run), "--data-dir", str(tmp_path / "no-data-here")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"digits: error: {message}") and err.count("\n") == 1
     assert main(["train", "--resume", str(run)]) == 2  # resuming reads the same file
     err = capsys.readouterr().err
     assert err.startswith(f"digits: error: {message}") and err.count("\n") == 1
-
-
-def test_split_of_reads_a_plain_dict_and_checks_it_too():
-    assert data.split_of({"val_size": 0, "seed": 4}) == (0, 4)
-    assert data.split_of({}) == (5000, 0)
-    with pytest.raises(DigitsError, match="^the run config: val_size must be a whole number"):
-        data.split_of({"val_size": None})
 
 
 def test_a_data_file_that_cannot_be_read_is_one_data_error(tmp_path, monkeypatch):

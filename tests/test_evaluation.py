@@ -72,8 +72,9 @@ def test_evaluate_says_how_many_images_each_figure_covers():
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = split(20), split(10), split(30)
     data = PreparedData(x_train, y_train, x_val, y_val, x_test, y_test)
     said = []
-    result = evaluation.evaluate(Perfect(), data, log=said.append)
-    assert (result["train_images"], result["val_images"], result["test_images"]) == (20, 10, 30)
+    result, test_probabilities = evaluation.evaluate(Perfect(), data, log=said.append)
+    assert (result.train_images, result.val_images, result.test_images) == (20, 10, 30)
+    assert test_probabilities.shape == (30, 10)
     # Progress names each split as its scoring starts (minutes each, for big ensembles).
     assert said == ["scoring 20 training images", "scoring 30 test images", "scoring 10 validation images"]
     text = evaluation.format_text(result)

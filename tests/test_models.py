@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dummy_run
 
-from digits.augmentation import Deskew, ElasticDistortion, StrokeWidth, UnevenInk, augmentation
-from digits.baselines import image_moments, skew
+from digits import runs
+from digits.augmentation import ElasticDistortion, StrokeWidth, UnevenInk, augmentation
+from digits.batch_norm import fold_batch_norm
 from digits.cli import main
-from digits.models import MODELS, EnsembleClassifier, ShiftTTA, build_model, fold_batch_norm
+from digits.inference import EnsembleClassifier, ShiftTTA
+from digits.models import MODELS, build_model
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -24,7 +27,7 @@ def test_every_model_maps_images_to_ten_probabilities(name):
     assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5) and (out >= 0).all()
 
 
-@pytest.mark.parametrize("name", ["fast-cnn", "resnet", "seed-cnn", "deep-cnn-deskew"])
+@pytest.mark.parametrize("name", ["fast-cnn", "resnet", "seed-cnn", "deep-cnn"])
 def test_folding_batch_norm_keeps_the_outputs_and_drops_the_layers(name):
     import keras
 
@@ -43,53 +46,6 @@ def test_folding_batch_norm_keeps_the_outputs_and_drops_the_layers(name):
     remaining = [layer for layer in folded.layers if isinstance(layer, keras.layers.BatchNormalization)]
     # Every batch norm in these models follows a convolution; the Sequential seed CNN has none.
     assert len(remaining) == 0 and len(folded.layers) == len(model.layers) - len(norms)
-
-
-def test_slim_deep_cnn_is_deep_cnn_at_three_quarters_width():
-    import keras
-
-    def widths(name):
-        model = build_model(name)
-        return [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-
-    assert widths("deep-cnn") == [32, 32, 32, 64, 64, 64, 128]
-    assert widths("deep-cnn-slim") == [24, 24, 24, 48, 48, 48, 96]
-
-
-def test_deskew_removes_the_slant_and_keeps_position_and_ink():
-    images = np.zeros((2, 28, 28, 1), np.float32)
-    for row in range(4, 24):  # a "1" leaning right by 0.4 px a row, and one leaning left
-        images[0, row, int(8 + 0.4 * (row - 4)) : int(8 + 0.4 * (row - 4)) + 3] = 1.0
-        images[1, row, int(19 - 0.4 * (row - 4)) : int(19 - 0.4 * (row - 4)) + 3] = 1.0
-    straight = np.asarray(Deskew()(images))
-    assert skew(images)[0] > 0.35 and skew(images)[1] < -0.35
-    assert np.all(np.abs(skew(straight)) < 0.02)
-    before, after = image_moments(images), image_moments(straight)
-    assert np.allclose(before[0], after[0], atol=0.2) and np.allclose(before[1], after[1], atol=0.2)
-    assert np.allclose(straight.sum(axis=(1, 2, 3)), images.sum(axis=(1, 2, 3)), rtol=0.02)
-    assert straight.min() >= 0.0 and straight.max() <= 1.0 + 1e-6
-
-
-def test_deskew_leaves_upright_and_blank_images_alone():
-    images = np.zeros((2, 28, 28, 1), np.float32)
-    images[0, 6:22, 12:16] = 1.0
-    out = np.asarray(Deskew()(images))
-    assert np.allclose(out, images, atol=1e-5)
-
-
-def test_a_saved_deskew_model_loads_and_predicts_the_same_in_a_fresh_process(tmp_path):
-    # serve and evaluate load models in processes that never built one: Deskew must register itself.
-    model = build_model("deep-cnn-deskew")
-    model.save(tmp_path / "model.keras")
-    x = np.random.default_rng(2).random((4, 28, 28, 1), dtype=np.float32)
-    np.save(tmp_path / "x.npy", x)
-    script = (
-        "import sys, numpy as np; from digits.models import load_classifier; "
-        "p = load_classifier(sys.argv[1]).predict_proba(np.load(sys.argv[2])); np.save(sys.argv[3], p)"
-    )
-    args = [sys.executable, "-c", script, str(tmp_path / "model.keras"), str(tmp_path / "x.npy")]
-    subprocess.run([*args, str(tmp_path / "p.npy")], check=True, capture_output=True)
-    assert np.allclose(np.load(tmp_path / "p.npy"), model(x, training=False), atol=1e-5)
 
 
 def test_unknown_model_names_the_choices():
@@ -201,35 +157,27 @@ def test_tta_averages_over_the_image_and_its_one_pixel_shifts():
 
 
 def _dummy_runs(tmp_path, configs: dict) -> list[str]:
-    """Run folders holding a trivial scikit-learn model, each with the given config.json."""
-    import joblib
-    from sklearn.dummy import DummyClassifier
-
-    model = DummyClassifier().fit(np.zeros((10, 784)), np.arange(10))
-    for name, config in configs.items():
-        folder = tmp_path / name
-        folder.mkdir()
-        joblib.dump(model, folder / "model.joblib")
-        (folder / "config.json").write_text(json.dumps({"model": "dummy", **config}))
-    return [str(tmp_path / name) for name in configs]
+    """Run folders holding a trivial scikit-learn model, each with the given config.json values."""
+    return [str(dummy_run(tmp_path / name, config)) for name, config in configs.items()]
 
 
 def test_an_ensemble_refuses_members_trained_beside_different_validation_splits(tmp_path):
     from digits.ensemble import build_ensemble
 
-    members = _dummy_runs(tmp_path, {"old": {"seed": 1}, "new": {"seed": 1, "split_seed": 0}})
+    members = _dummy_runs(tmp_path, {"one": {"split_seed": 1}, "other": {"split_seed": 0}})
     with pytest.raises(ValueError, match=r"different validation splits.*\(5000, 0\), \(5000, 1\)"):
         build_ensemble(members, tmp_path / "ensemble")
     assert not (tmp_path / "ensemble").exists()
 
 
+@pytest.mark.slow
 def test_an_ensemble_with_a_member_trained_on_all_images_has_no_validation_score(tmp_path, mnist_dir):
     from digits.ensemble import build_ensemble
 
     members = _dummy_runs(tmp_path, {"split": {"split_seed": 0}, "all": {"val_size": 0}})
     result = build_ensemble(members, tmp_path / "ensemble", data_dir=mnist_dir)
-    assert "val_accuracy" not in result and "train_accuracy" in result
-    assert json.loads((tmp_path / "ensemble" / "config.json").read_text())["val_size"] == 0
+    assert result.val_accuracy is None and result.val_images == 0 and result.train_accuracy is not None
+    assert runs.read_config(tmp_path / "ensemble").split == (0, 0)
 
 
 @pytest.mark.slow
@@ -265,9 +213,10 @@ def test_benchmark_ensemble_and_tta_end_to_end(tmp_path, mnist_dir, capsys):
     assert metrics["test_accuracy"] >= min(s["test_accuracy"] for s in singles)
 
 
+@pytest.mark.slow
 def test_the_shipped_best_model_is_small_and_scores_what_it_recorded(mnist_dir):
     from digits import data
-    from digits.models import load_classifier
+    from digits.inference import load_classifier
 
     folder = Path(__file__).parents[1] / "models" / "deep-cnn-ema-e40-seed3"
     assert (folder / "model.keras").stat().st_size < 5_000_000  # the issue's limit for the repository
@@ -282,7 +231,7 @@ def test_the_shipped_best_model_is_small_and_scores_what_it_recorded(mnist_dir):
 @pytest.mark.slow
 def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path, mnist_dir):
     out = tmp_path / "mirrored"
-    command = [sys.executable, "-m", "digits.cli", "train", "--model", "fast-cnn", "--distribute", "mirrored"]
+    command = [sys.executable, "-m", "digits", "train", "--model", "fast-cnn", "--distribute", "mirrored"]
     command += ["--epochs", "1", "--train-size", "2000", "--out", str(out), "--data-dir", str(mnist_dir)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -332,7 +281,7 @@ def test_ema_sets_the_weight_average_and_m5_ends_on_it_and_its_checkpoints_keep_
 def test_batch_norm_recalibration_measures_clean_images_and_keeps_weights():
     import keras
 
-    from digits.training import recalibrate_batch_norm
+    from digits.batch_norm import recalibrate_batch_norm
 
     inputs = keras.Input((28, 28, 1))
     x = keras.layers.BatchNormalization()(inputs)
@@ -354,7 +303,7 @@ def test_recalibration_is_kept_only_when_validation_agrees_and_always_without_on
 
     import keras
 
-    from digits import training
+    from digits import batch_norm
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((28, 28, 1))
@@ -370,20 +319,20 @@ def test_recalibration_is_kept_only_when_validation_agrees_and_always_without_on
     messages = []
 
     monkeypatch.setattr(
-        training, "recalibrate_batch_norm", lambda m, x, seed: norm.moving_mean.assign(original + 1e3)
+        batch_norm, "recalibrate_batch_norm", lambda m, x, seed: norm.moving_mean.assign(original + 1e3)
     )
-    training.recalibrate_if_better(model, data, seed=0, log=messages.append)
+    batch_norm.recalibrate_if_better(model, data, seed=0, log=messages.append)
     assert np.array_equal(norm.moving_mean.numpy(), original) and messages[-1].endswith("discarded")
 
-    monkeypatch.setattr(training, "recalibrate_batch_norm", lambda m, x, seed: None)
-    training.recalibrate_if_better(model, data, seed=0, log=messages.append)
+    monkeypatch.setattr(batch_norm, "recalibrate_batch_norm", lambda m, x, seed: None)
+    batch_norm.recalibrate_if_better(model, data, seed=0, log=messages.append)
     assert messages[-1].endswith("-> 100.00%, kept")
 
     # Trained on all images, there is no validation split: the statistics are recalibrated regardless.
     calls = []
-    monkeypatch.setattr(training, "recalibrate_batch_norm", lambda m, x, seed: calls.append(len(x)))
+    monkeypatch.setattr(batch_norm, "recalibrate_batch_norm", lambda m, x, seed: calls.append(len(x)))
     no_validation = SimpleNamespace(x_train=images, x_val=images[:0], y_val=data.y_val[:0])
-    training.recalibrate_if_better(model, no_validation, seed=0, log=messages.append)
+    batch_norm.recalibrate_if_better(model, no_validation, seed=0, log=messages.append)
     assert calls == [200] and "no validation split" in messages[-1]
 
 
@@ -406,7 +355,11 @@ def test_an_ensemble_never_overwrites_a_run_or_a_file_and_says_so_before_scoring
         err = capsys.readouterr().err
         assert err.startswith(f"digits: error: {out}: {message}") and err.count("\n") == 1
     assert (tmp_path / "a" / "config.json").read_text() == before
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["config.json", "model.joblib"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "config.json",
+        "metrics.json",
+        "model.joblib",
+    ]
     assert (tmp_path / "notes.md").read_text() == "precious"
 
 
@@ -434,7 +387,7 @@ def test_benchmark_checks_every_value_before_training_and_leaves_no_folder(tmp_p
 
 def test_only_an_ensemble_json_is_loaded_as_an_ensemble(tmp_path):
     from digits import DigitsError
-    from digits.models import load_classifier
+    from digits.inference import load_classifier
 
     (run,) = _dummy_runs(tmp_path, {"run": {}})
     (tmp_path / "run" / "metrics.json").write_text('{"model": "dummy"}')
@@ -465,7 +418,7 @@ def test_benchmark_table_marks_a_quick_look_and_only_a_quick_look():
 def test_an_ensemble_of_keras_models_predicts_without_tensorflow_retracing_warnings(tmp_path, caplog):
     import logging
 
-    from digits.models import load_classifier
+    from digits.inference import load_classifier
 
     build_model("fast-cnn").save(tmp_path / "member.keras")
     listed = ["member.keras"] * 6  # TensorFlow warns from the fifth trace of one function on

@@ -19,8 +19,10 @@ from digits.calibration import (
     fit_temperature,
     scaled,
 )
-from digits.preprocess import decode_image
-from digits.realworld_benchmark import NONE, Answer, expected_calibration_error, score
+from digits.images import decode_image
+from digits.realworld import NONE, Answer
+from digits.realworld_benchmark import expected_calibration_error, score
+from digits.strokes import drawn_digits
 
 
 def fashion_or_skip():
@@ -73,7 +75,7 @@ def test_not_digits_include_fashion_test_items_where_installed():
 
 
 def test_drawn_digits_stay_on_the_canvas_with_each_digit_equally_often():
-    drawings = sets.drawn_digits(np.random.default_rng(0), count=50)
+    drawings = drawn_digits(np.random.default_rng(0), count=50)
     assert [d.label for d in drawings].count(7) == 5
     for drawing in drawings:
         points = np.concatenate([np.asarray(stroke) for stroke in drawing.strokes])
@@ -115,7 +117,7 @@ def test_score_counts_not_a_digit_as_wrong_for_digits_and_right_for_non_digits()
 
 def test_real_world_benchmark_writes_its_report(mnist_dir, tmp_path):
     """A small run of the upload sets through the packaged model: report, results and error sheets."""
-    from digits.models import DEFAULT_MODEL
+    from digits.inference import DEFAULT_MODEL
     from digits.realworld_benchmark import run_real_world
 
     sets_run = ["other-writers", "numbers", "not-digits"]
@@ -213,7 +215,7 @@ def test_training_negatives_are_model_inputs():
 
 def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     from digits.number_reader import candidate_images, choose
-    from digits.preprocess import DigitCrop
+    from digits.segmentation import DigitCrop
 
     def crop(value: float) -> DigitCrop:
         return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, 1, 1))

@@ -12,15 +12,15 @@ import io
 import json
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from digits import DigitsError
-from digits.models import DEFAULT_MODEL, resolve_model_path
-from digits.preprocess import decode_image
+from digits.images import decode_image
+from digits.inference import DEFAULT_MODEL, resolve_model_path
 from digits.server import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -405,7 +405,7 @@ def test_big_images_are_decoded_a_few_at_a_time(untrained_model, monkeypatch):
     import threading
     import time
 
-    from digits import server
+    from digits.server import uploads
 
     running, most, lock = 0, 0, threading.Lock()
 
@@ -419,7 +419,7 @@ def test_big_images_are_decoded_a_few_at_a_time(untrained_model, monkeypatch):
             running -= 1
         return decode_image(*args)
 
-    monkeypatch.setattr(server, "decode_image", counting_decode)
+    monkeypatch.setattr(uploads, "decode_image", counting_decode)
     app = create_app(untrained_model)
     big = png(seven(size=(700, 700)))  # over the pixel count decoded inline
 
@@ -429,7 +429,7 @@ def test_big_images_are_decoded_a_few_at_a_time(untrained_model, monkeypatch):
             return await asyncio.gather(*(session.post("/api/predict", **upload(big)) for _ in range(8)))
 
     assert all(r.status_code == 200 for r in asyncio.run(fire()))
-    assert most == server._BIG_DECODES
+    assert most == uploads.BIG_DECODES
 
 
 @pytest.mark.parametrize(
@@ -451,10 +451,10 @@ def test_serve_refuses_impossible_settings(untrained_model, capsys, flags, messa
 def test_one_worker_on_a_taken_port_fails_before_loading_the_model(untrained_model, capsys, monkeypatch):
     import socket
 
-    from digits import server
     from digits.cli import main
+    from digits.server import workers
 
-    monkeypatch.setattr(server, "create_app", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(workers, "create_app", lambda *a, **k: pytest.fail("the model was loaded"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -469,7 +469,7 @@ def test_workers_report_a_damaged_model_in_one_line(tmp_path):
 
     damaged = tmp_path / "model.keras"
     damaged.write_bytes(b"PK\x03\x04 not really a zip")
-    command = [sys.executable, "-m", "digits.cli", "serve", "--model", str(damaged), "--workers", "2"]
+    command = [sys.executable, "-m", "digits", "serve", "--model", str(damaged), "--workers", "2"]
     done = subprocess.run(
         [*command, "--port", str(_free_port())], capture_output=True, text=True, timeout=120
     )
@@ -541,7 +541,7 @@ def test_two_worker_processes_share_the_port_and_stop_together(untrained_model):
     import time
 
     port = _free_port()
-    command = [sys.executable, "-m", "digits.cli", "serve", "--model", str(untrained_model)]
+    command = [sys.executable, "-m", "digits", "serve", "--model", str(untrained_model)]
     server = subprocess.Popen([*command, "--workers", "2", "--port", str(port)], cwd=ROOT)
     try:
         pids = set()

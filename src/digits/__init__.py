@@ -80,16 +80,3 @@ def write_json(path: Path, value) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def check_new_folder(path: str | Path, hint: str = "") -> None:
-    """Raise FileExistsError unless ``path`` is absent or an empty folder: finished work is never overwritten.
-
-    Call it before any long work, so a bad ``--out`` fails at once; ``hint`` adds another way out.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path}: exists and is not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()):
-        message = f"{path}: folder is not empty; choose another --out{hint} (nothing is overwritten)"
-        raise FileExistsError(message)

@@ -1,5 +1,5 @@
-"""Image layers: augmentation on the fly (Keras preprocessing layers plus a batched elastic distortion)
-and deskewing, the one preprocessing step a model can carry inside itself."""
+"""Augmentation on the fly: Keras preprocessing layers plus the distortions of real handwriting
+(elastic, stroke width, uneven ink, low resolution), each a batched layer."""
 
 from __future__ import annotations
 
@@ -190,40 +190,6 @@ class ElasticDistortion(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "sigma": self.sigma, "seed": self.seed}
-
-
-@keras.saving.register_keras_serializable(package="digits")
-class Deskew(keras.layers.Layer):
-    """Removes each digit's slant, the same way in training and in inference.
-
-    Rows are shifted sideways in proportion to their distance from the centre of mass, so that the
-    ink's row-column covariance becomes zero: the deskewing of LeCun et al. (1998) without its
-    re-centring, so shifts drawn by the augmentation survive. Part of a saved model, it needs no step
-    outside it: ``digits evaluate``, ``predict`` and ``serve`` feed it plain images.
-    """
-
-    def call(self, images):
-        shape = ops.shape(images)
-        height, width = shape[1], shape[2]
-        rows, cols = ops.meshgrid(
-            ops.arange(height, dtype="float32"), ops.arange(width, dtype="float32"), indexing="ij"
-        )
-        last_col = ops.cast(width - 1, "float32")
-        ink = images[..., 0]
-        mass = ops.maximum(ops.sum(ink, axis=(1, 2)), 1e-6)
-
-        def mean(values):
-            return ops.sum(ink * values, axis=(1, 2)) / mass
-
-        row, col = mean(rows), mean(cols)
-        row_var = mean(rows**2) - row**2
-        # A blank image or a single row of ink has no slant to remove.
-        slant = ops.where(row_var > 1e-3, (mean(rows * cols) - row * col) / ops.maximum(row_var, 1e-3), 0.0)
-        row, slant = row[:, None, None], slant[:, None, None]
-        x = cols[None] + slant * (rows[None] - row)
-        y = ops.broadcast_to(rows[None], ops.shape(x))
-        inside = ops.cast((x >= 0) & (x <= last_col), images.dtype)[..., None]
-        return bilinear_sample(images, y, ops.clip(x, 0.0, last_col)) * inside
 
 
 def bilinear_sample(images, y, x):

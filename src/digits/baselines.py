@@ -2,7 +2,7 @@
 
 Every baseline is a scikit-learn :class:`~sklearn.pipeline.Pipeline` that takes flat float images,
 shaped (N, 784) in [0, 1], so a fitted one saved as ``model.joblib`` loads through
-:func:`digits.models.load_classifier` and works with ``digits evaluate`` and ``digits predict``.
+:func:`digits.inference.load_classifier` and works with ``digits evaluate`` and ``digits predict``.
 Deskewing, a stateless moment-based shear, is an optional first step shared by all of them.
 
 A run folder ``OUT`` holds ``OUT/<name>/{model.joblib,config.json,metrics.json}`` per model, plus
@@ -14,79 +14,20 @@ never on the test set.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from digits import check_choice, log_stderr, write_json
+from digits import check_choice, log_stderr, runs, write_json
+from digits.deskew import deskewer
 
-SIDE = 28
 MODEL_FILE = "model.joblib"
-
-# ---------------------------------------------------------------------------- deskewing
-
-# Pixel row and column coordinates, flattened like the images.
-_ROWS, _COLS = (grid.ravel().astype(np.float64) for grid in np.mgrid[:SIDE, :SIDE])
-
-
-def image_moments(images: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Centre of mass (row, column), row variance and row-column covariance of each image.
-
-    ``images`` is (N, 784) or (N, 28, 28); blank images get a centre of mass in the middle and zero
-    variances.
-    """
-    flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
-    mass = flat.sum(axis=1)
-    blank = mass == 0
-    mass[blank] = 1.0
-    row, col = flat @ _ROWS / mass, flat @ _COLS / mass
-    row[blank] = col[blank] = (SIDE - 1) / 2
-    row_var = flat @ _ROWS**2 / mass - row**2
-    row_col = flat @ (_ROWS * _COLS) / mass - row * col
-    return row, col, row_var, row_col
-
-
-def skew(images: np.ndarray) -> np.ndarray:
-    """Slant of each digit: columns moved per row down, from image moments (0 for an upright digit)."""
-    _, _, row_var, row_col = image_moments(images)
-    return np.divide(row_col, row_var, out=np.zeros_like(row_col), where=row_var > 1e-9)
-
-
-def deskew(images: np.ndarray) -> np.ndarray:
-    """Shear each image so its slant (:func:`skew`) is zero and its centre of mass is the image centre.
-
-    Takes and returns (N, 784) float images; the classic deskewing of LeCun et al. (1998) and of the
-    published SVM and k-NN results on MNIST.
-    """
-    from scipy.ndimage import affine_transform
-
-    images = np.asarray(images, dtype=np.float32)
-    row, col, _, _ = image_moments(images)
-    slant = skew(images)
-    centre = np.array([(SIDE - 1) / 2, (SIDE - 1) / 2])
-    out = np.empty_like(images)
-    for i, image in enumerate(images.reshape(-1, SIDE, SIDE)):
-        # Output pixel p samples input pixel shear @ p + offset; the centre maps to the centre of mass.
-        shear = np.array([[1.0, 0.0], [slant[i], 1.0]])
-        offset = np.array([row[i], col[i]]) - shear @ centre
-        # Bilinear interpolation: unlike splines it cannot overshoot [0, 1].
-        out[i] = affine_transform(image, shear, offset=offset, order=1).ravel()
-    return out
-
-
-def deskewer():
-    """Deskewing as a stateless pipeline step."""
-    from sklearn.preprocessing import FunctionTransformer
-
-    return FunctionTransformer(deskew)
-
 
 # ---------------------------------------------------------------------------- the models
 
@@ -238,6 +179,36 @@ def _flat(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1)
 
 
+def _record(folder: Path, name: str, pipeline, config: BaselineConfig, row: dict) -> None:
+    """Write the baseline's config.json and metrics.json (see digits.runs)."""
+    settings = {
+        "description": BASELINES[name].description,
+        "steps": {step: repr(estimator) for step, estimator in pipeline.steps},
+        "deskew": config.deskew,
+        "seed": config.seed,
+    }
+    runs.write_config(
+        folder,
+        runs.RunConfig(name, "scikit-learn", config.val_size, config.seed, config.train_size, settings),
+    )
+    extra = {key: row[key] for key in ("deskew", "predict_seconds", "images_per_second", "model_bytes")}
+    runs.write_metrics(
+        folder,
+        runs.RunMetrics(
+            name,
+            row["test_accuracy"],
+            row["test_loss"],
+            row["test_r2"],
+            row["test_images"],
+            row["train_images"],
+            row["val_images"],
+            val_accuracy=row["val_accuracy"],
+            train_seconds=row["train_seconds"],
+            extra=extra,
+        ),
+    )
+
+
 def train_one(name: str, data, config: BaselineConfig, out: str | Path, log=log_stderr) -> dict:
     """Fit, measure and save one baseline into ``out/name``; returns its metrics."""
     import joblib
@@ -263,17 +234,12 @@ def train_one(name: str, data, config: BaselineConfig, out: str | Path, log=log_
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, folder / MODEL_FILE)
-    run_config = {
-        "model": name,
-        "kind": "scikit-learn",
-        "description": BASELINES[name].description,
-        "steps": {step: repr(estimator) for step, estimator in pipeline.steps},
-        **{key: value for key, value in asdict(config).items() if key != "models"},
-    }
-    metrics = {
+    row = {
         "model": name,
         "deskew": config.deskew,
         "train_images": len(x_train),
+        "val_images": len(x_val),
+        "test_images": len(x_test),
         "val_accuracy": val["accuracy"],
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
@@ -283,13 +249,12 @@ def train_one(name: str, data, config: BaselineConfig, out: str | Path, log=log_
         "images_per_second": len(x_test) / predict_seconds,
         "model_bytes": (folder / MODEL_FILE).stat().st_size,
     }
-    write_json(folder / "config.json", run_config)
-    write_json(folder / "metrics.json", metrics)
+    _record(folder, name, pipeline, config, row)
     log(
         f"{name}: test accuracy {test['accuracy']:.2%} (validation {val['accuracy']:.2%}), "
         f"predicted in {predict_seconds:.1f} s; saved to {folder}/"
     )
-    return metrics
+    return row
 
 
 def train_all(config: BaselineConfig, out: str | Path, log=log_stderr) -> list[dict]:
@@ -298,12 +263,11 @@ def train_all(config: BaselineConfig, out: str | Path, log=log_stderr) -> list[d
     An existing non-empty ``out`` is refused before any work: a new run would leave a stale mix of
     the old run's folders and a report of only the new one.
     """
-    from digits import check_new_folder
     from digits import data as mnist
 
     config.check()
     out = Path(out)
-    check_new_folder(out)
+    runs.check_new_folder(out)
     log(f"loading MNIST (validation {config.val_size}, training {config.train_size or 'all the rest'})")
     data = mnist.prepare(config.data_dir, config.val_size, config.seed, config.train_size)
     results = [train_one(name, data, config, out, log) for name in config.models]
@@ -314,38 +278,25 @@ def train_all(config: BaselineConfig, out: str | Path, log=log_stderr) -> list[d
 # ---------------------------------------------------------------------------- reports
 
 
-def _train_images(run: Path) -> int | None:
-    """How many images a CNN run trained on, from its config.json (None if it does not say)."""
-    from digits import DigitsError
-    from digits.data import read_run_config, split_of
-
-    try:
-        config = read_run_config(run)
-        if not config:
-            return None
-        return config.get("train_size") or 60000 - split_of(config)[0]
-    except (OSError, DigitsError):
-        return None
-
-
 def cnn_runs(runs_dir: str | Path) -> list[dict]:
-    """Metrics of the CNN run folders ``runs_dir/*/metrics.json``, with the folder as ``run``."""
+    """The finished Keras runs in ``runs_dir`` as report rows, with the folder as ``run``."""
     found = []
-    for path in sorted(Path(runs_dir).glob("*/metrics.json")):
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # a run still being written, or not ours
-        if isinstance(metrics, dict) and {"model", "test_accuracy", "train_seconds"} <= metrics.keys():
-            model_file = path.parent / "model.keras"
-            found.append(
-                {
-                    **metrics,
-                    "run": str(path.parent),
-                    "train_images": _train_images(path.parent),
-                    "model_bytes": model_file.stat().st_size if model_file.is_file() else None,
-                }
-            )
+    for folder, config, metrics in runs.finished_runs(runs_dir):
+        if config is None or config.kind != "keras":
+            continue
+        model_file = folder / "model.keras"
+        found.append(
+            {
+                "model": metrics.model,
+                "test_accuracy": metrics.test_accuracy,
+                "test_r2": metrics.test_r2,
+                "val_accuracy": metrics.val_accuracy,
+                "train_seconds": metrics.train_seconds,
+                "run": str(folder),
+                "train_images": config.train_images,
+                "model_bytes": model_file.stat().st_size if model_file.is_file() else None,
+            }
+        )
     return found
 
 

@@ -7,18 +7,18 @@ first reach 99.0%, final accuracy and prediction throughput. Writes ``benchmark.
 
 from __future__ import annotations
 
-import csv
 import json
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from digits import check_new_folder, epochs_text, plots
 from digits import data as mnist
-from digits.models import DEFAULT_MODEL, KerasClassifier
-from digits.training import TrainConfig, train, versions
+from digits import epochs_text, plots
+from digits.inference import DEFAULT_MODEL, KerasClassifier
+from digits.report import images_per_second
+from digits.runs import check_new_folder, machine, read_history
+from digits.training import TrainConfig, train
 
 TARGET = 0.99
 
@@ -35,17 +35,22 @@ class TestAccuracyPerEpoch(keras.callbacks.Callback):
         self.accuracy.append(float(np.mean(predicted == self.y_test)))
 
 
-def images_per_second(classifier, x: np.ndarray) -> float:
-    """Best-of-three batch prediction throughput over ``x``."""
-    classifier.predict_proba(x[:1024])  # warm-up: graph tracing is not throughput
-    best = min(_timed(classifier.predict_proba, x) for _ in range(3))
-    return len(x) / best
-
-
-def _timed(function, *args) -> float:
-    started = time.perf_counter()
-    function(*args)
-    return time.perf_counter() - started
+def _train_and_score(name: str, config: TrainConfig, run: Path, x_test, y_test, log) -> dict:
+    """Train one model, scoring the test set after each epoch; its row of the comparison."""
+    scorer = TestAccuracyPerEpoch(x_test, y_test)
+    metrics = train(config, run, log=log, callbacks=[scorer])
+    seconds = np.cumsum([row["seconds"] for row in read_history(run)]).tolist()
+    reached = [s for s, acc in zip(seconds, scorer.accuracy, strict=True) if acc >= TARGET]
+    return {
+        "model": name,
+        "epochs": metrics.epochs,
+        "test_accuracy": metrics.test_accuracy,
+        "test_r2": metrics.test_r2,
+        "train_seconds": metrics.train_seconds,
+        "seconds_to_99": reached[0] if reached else None,
+        "images_per_second": images_per_second(KerasClassifier(run / "model.keras"), x_test),
+        "curve": {"seconds": seconds, "test_accuracy": scorer.accuracy},
+    }
 
 
 def run_benchmark(
@@ -79,46 +84,26 @@ def run_benchmark(
     rows = []
     for name, config in zip(models, configs, strict=True):
         log(f"== {name}")
-        scorer = TestAccuracyPerEpoch(x_test, y_test)
-        metrics = train(config, out / name, log=log, callbacks=[scorer])
-        seconds = np.cumsum(_epoch_seconds(out / name)).tolist()
-        reached = [s for s, acc in zip(seconds, scorer.accuracy, strict=True) if acc >= TARGET]
-        rows.append(
-            {
-                "model": name,
-                "epochs": metrics["epochs"],
-                "test_accuracy": metrics["test_accuracy"],
-                "test_r2": metrics["test_r2"],
-                "train_seconds": metrics["train_seconds"],
-                "seconds_to_99": reached[0] if reached else None,
-                "images_per_second": images_per_second(KerasClassifier(out / name / "model.keras"), x_test),
-                "curve": {"seconds": seconds, "test_accuracy": scorer.accuracy},
-            }
-        )
+        rows.append(_train_and_score(name, config, out / name, x_test, y_test, log))
         log(_row_text(rows[-1]))
     # The model that serve and predict use, timed in the same run as the reference.
     default_rate = None
     if DEFAULT_MODEL.is_file():
         default_rate = images_per_second(KerasClassifier(DEFAULT_MODEL), x_test)
-    machine = versions()["machine"]
+    machine_name = machine()
     overrides = {"epochs": epochs, "train_size": train_size}
     report = {
-        "machine": machine,
+        "machine": machine_name,
         "overrides": overrides,
         "rows": rows,
         "default_model_images_per_second": default_rate,
     }
     (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown_table(rows, machine, default_rate, overrides)
+    table = markdown_table(rows, machine_name, default_rate, overrides)
     (out / "benchmark.md").write_text(table)
     plots.accuracy_vs_seconds(rows, out / "accuracy_vs_seconds.png", TARGET)
     log(f"\n{table}\nwritten to {out}/")
     return rows
-
-
-def _epoch_seconds(run: Path) -> list[float]:
-    with open(run / "history.csv") as f:
-        return [float(row["seconds"]) for row in csv.DictReader(f)]
 
 
 def _row_text(row: dict) -> str:

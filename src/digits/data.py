@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import struct
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits import DigitsError, read_json
+from digits import DigitsError
 
 ENV_VAR = "DIGITS_DATA_DIR"
 #: Where Debian's ``dataset-fashion-mnist`` puts Fashion-MNIST; ``$FASHION_MNIST_DIR`` overrides it.
@@ -247,42 +246,6 @@ def stratified_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
         return np.arange(len(y))
     idx, _ = train_test_split(np.arange(len(y)), train_size=size, stratify=y, random_state=seed)
     return np.sort(idx)
-
-
-def split_of(config: dict, path: str | os.PathLike = "the run config") -> tuple[int, int]:
-    """``(val_size, split_seed)`` of the validation split a recorded run config was trained beside.
-
-    Runs from before ``split_seed`` drew their split with their one ``seed``; a config that names
-    neither gets the default split, (5000, 0). A split ``prepare`` could not make is a ``DigitsError``
-    naming ``path``, the config.json it was read from.
-    """
-    val_size, split_seed = config.get("val_size", 5000), config.get("split_seed", config.get("seed", 0))
-    fix = "restore the value the run was trained with"
-    for name, value in (("val_size", val_size), ("split_seed", split_seed)):
-        # JSON true is an int to Python, but no image count or seed.
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DigitsError(f"{path}: {name} must be a whole number, got {json.dumps(value)}; {fix}")
-    try:
-        check_split(val_size, split_seed)
-    except ValueError as exc:
-        raise DigitsError(f"{path}: {exc}; {fix}") from None
-    return val_size, split_seed
-
-
-def read_run_config(folder: str | os.PathLike) -> dict:
-    """The settings in a run folder's config.json ({} when it has none); a damaged one names the file."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        return {}
-    config = read_json(path)
-    if not isinstance(config, dict):
-        raise DigitsError(f"{path}: not a run config (expected a JSON object of settings)")
-    return config
-
-
-def recorded_split(folder: str | os.PathLike) -> tuple[int, int]:
-    """``split_of`` the ``config.json`` in a run folder (the default split when there is none)."""
-    return split_of(read_run_config(folder), Path(folder) / "config.json")
 
 
 def check_seed(name: str, seed: int) -> None:

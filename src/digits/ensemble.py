@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from digits import check_new_folder, evaluation, log_stderr, plots, write_json
 from digits import data as mnist
-from digits.models import EnsembleClassifier, ShiftTTA, load_classifier
+from digits import evaluation, log_stderr, plots, runs, write_json
+from digits.inference import EnsembleClassifier, ShiftTTA, load_classifier
 
 
 def build_ensemble(
     members: list[str], out: str | Path, data_dir=None, tta: bool = False, log=log_stderr
-) -> dict:
-    """Write an ensemble folder (``ensemble.json``, ``metrics.json``, plots) and return its metrics.
+) -> runs.RunMetrics:
+    """Write an ensemble folder (ensemble.json, config.json, metrics.json, plots); return its metrics.
 
     The folder then works wherever a model does: ``digits evaluate OUT``, ``digits predict OUT ...``.
     Choose members by the reported validation accuracy: it is clean when they were all trained on the
@@ -23,9 +23,9 @@ def build_ensemble(
     """
     out = Path(out)
     # Like `digits train`: never overwrite a run (a member, say), and fail before minutes of scoring.
-    check_new_folder(out)
+    runs.check_new_folder(out)
     loaded = [load_classifier(member) for member in members]
-    recorded = {mnist.recorded_split(m.path.parent) for m in loaded}
+    recorded = {runs.recorded_split(m.path.parent) for m in loaded}
     splits = {split for split in recorded if split[0] > 0}
     if len(splits) > 1:
         raise ValueError(
@@ -37,18 +37,15 @@ def build_ensemble(
     val_size, split_seed = (0, 0) if trained_on_all else splits.pop()
     classifier = EnsembleClassifier([ShiftTTA(m) if tta else m for m in loaded], progress=log)
     prepared = mnist.prepare(data_dir, val_size, split_seed)
-    result = evaluation.evaluate(classifier, prepared, log)
-    probabilities = result.pop("test_probabilities")
+    metrics, probabilities = evaluation.evaluate(classifier, prepared, log)
 
     out.mkdir(parents=True, exist_ok=True)
     # Member paths are stored relative to the ensemble folder, so runs/ can be moved as a whole.
     listed = [os.path.relpath(m.path, out) for m in loaded]
-    write_json(
-        out / "config.json",
-        {"model": "ensemble", "members": listed, "tta": tta, "val_size": val_size, "split_seed": split_seed},
-    )
-    write_json(out / "metrics.json", result)
-    plots.test_figures(result, prepared.x_test, prepared.y_test, probabilities, out)
+    settings = {"members": listed, "tta": tta}
+    runs.write_config(out, runs.RunConfig("ensemble", "ensemble", val_size, split_seed, settings=settings))
+    runs.write_metrics(out, metrics)
+    plots.test_figures(metrics, prepared.x_test, prepared.y_test, probabilities, out)
     # Last: ensemble.json marks a complete folder, so load_classifier never picks up a partial one.
-    write_json(out / "ensemble.json", {"members": listed, "tta": tta})
-    return result
+    write_json(out / "ensemble.json", settings)
+    return metrics

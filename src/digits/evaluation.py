@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics
 
+from digits.runs import RunMetrics
+
 CLASSES = list(range(10))
 
 
@@ -57,8 +59,8 @@ def report(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
     }
 
 
-def evaluate(classifier, data, log=None) -> dict:
-    """Train, validation and test metrics of a classifier on prepared data, with the per-class test report.
+def evaluate(classifier, data, log=None) -> tuple[RunMetrics, np.ndarray]:
+    """A classifier's train, validation and test metrics on prepared data, and its test probabilities.
 
     ``log``, if given, hears which images are being scored (the train split alone takes minutes for
     large models and ensembles).
@@ -70,50 +72,49 @@ def evaluate(classifier, data, log=None) -> dict:
         return classifier.predict_proba(x)
 
     train, test = summary(data.y_train, predict("training", data.x_train)), predict("test", data.x_test)
-    result = {
-        "model": classifier.name,
-        "train_accuracy": train["accuracy"],
-        "train_loss": train["loss"],
-        "train_r2": train["r2"],
+    # What to compare models and settings by (accuracy, then log loss to break ties); the test
+    # figures are for the final report.
+    val = summary(data.y_val, predict("validation", data.x_val)) if len(data.x_val) else {}
+    scored = summary(data.y_test, test)
+    metrics = RunMetrics(
+        model=classifier.name,
+        test_accuracy=scored["accuracy"],
+        test_loss=scored["loss"],
+        test_r2=scored["r2"],
         # A run trained on a subset is scored on that subset, so say how many images each figure covers.
-        "train_images": len(data.y_train),
-        "val_images": len(data.y_val),
-        "test_images": len(data.y_test),
-    }
-    if len(data.x_val):
-        # What to compare models and settings by (accuracy, then log loss to break ties); the test
-        # figures are for the final report.
-        val = summary(data.y_val, predict("validation", data.x_val))
-        result["val_accuracy"], result["val_loss"] = val["accuracy"], val["loss"]
-    result.update({f"test_{k}": v for k, v in summary(data.y_test, test).items()})
-    result.update(report(data.y_test, test))
-    result["test_probabilities"] = test
-    return result
+        test_images=len(data.y_test),
+        train_images=len(data.y_train),
+        val_images=len(data.y_val),
+        train_accuracy=train["accuracy"],
+        train_loss=train["loss"],
+        train_r2=train["r2"],
+        val_accuracy=val.get("accuracy"),
+        val_loss=val.get("loss"),
+        **report(data.y_test, test),
+    )
+    return metrics, test
 
 
-def format_text(result: dict) -> str:
+def format_text(metrics: RunMetrics) -> str:
     """A human-readable block of the headline metrics and the per-class report."""
+    m = metrics
     lines = [
-        f"model           {result['model']}",
-        f"train accuracy  {result['train_accuracy']:.4%}  ({result['train_images']:,} images)",
-        *(
-            [f"val accuracy    {result['val_accuracy']:.4%}  ({result['val_images']:,} images)"]
-            if "val_accuracy" in result
-            else []
-        ),
-        *([f"val loss        {result['val_loss']:.4f}"] if "val_loss" in result else []),
-        f"test accuracy   {result['test_accuracy']:.4%}  ({result['test_images']:,} images)",
-        f"test loss       {result['test_loss']:.4f}",
-        f"test R-squared  {result['test_r2']:.4f}",
+        f"model           {m.model}",
+        f"train accuracy  {m.train_accuracy:.4%}  ({m.train_images:,} images)",
+        *([f"val accuracy    {m.val_accuracy:.4%}  ({m.val_images:,} images)"] if m.val_images else []),
+        *([f"val loss        {m.val_loss:.4f}"] if m.val_loss is not None else []),
+        f"test accuracy   {m.test_accuracy:.4%}  ({m.test_images:,} images)",
+        f"test loss       {m.test_loss:.4f}",
+        f"test R-squared  {m.test_r2:.4f}",
         "",
         "class  precision  recall  f1-score  support",
     ]
     for c in CLASSES:
-        row = result["per_class"][str(c)]
+        row = m.per_class[str(c)]
         lines.append(
             f"{c:>5}  {row['precision']:>9.4f}  {row['recall']:>6.4f}  {row['f1-score']:>8.4f}"
             f"  {int(row['support']):>7}"
         )
     lines += ["", "confusion matrix (rows: true digit, columns: predicted)"]
-    lines += [" ".join(f"{v:>5}" for v in row) for row in result["confusion_matrix"]]
+    lines += [" ".join(f"{v:>5}" for v in row) for row in m.confusion_matrix]
     return "\n".join(lines)

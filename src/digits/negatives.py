@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw
 
 from digits import DigitsError
 from digits.data import FASHION_DIR, load_fashion
-from digits.preprocess import ImageError, normalise
+from digits.images import ImageError
+from digits.preprocess import normalise
 from digits.strokes import smooth_curve
 
 # Letters as strokes of points in a unit box (x right, y down), none of them shaped like a digit.
@@ -126,3 +127,19 @@ def training_negatives(count: int, seed: int) -> np.ndarray:
         except ImageError:  # an item too faint to find: nothing a user would send either
             continue
     return np.stack(out)[..., np.newaxis].astype(np.float32)
+
+
+#: Held out from the generated negatives to report how many the calibrated model turns away.
+HELD_OUT_NEGATIVES = 1000
+
+
+def with_negatives(count: int, seed: int, x: np.ndarray, targets: np.ndarray, log=print):
+    """The training images and one-hot targets with ``count`` non-digits added (uniform targets), and
+    the held-out negatives that calibration scores (None when ``count`` is 0)."""
+    if not count:
+        return x, targets, None
+    log(f"generating {count + HELD_OUT_NEGATIVES:,} non-digit images (outlier exposure)")
+    negatives = training_negatives(count + HELD_OUT_NEGATIVES, seed)
+    used, held_out = negatives[:count], negatives[count:]
+    uniform = np.full((len(used), targets.shape[1]), 1.0 / targets.shape[1], dtype=np.float32)
+    return np.concatenate([x, used]), np.concatenate([targets, uniform]), held_out

@@ -1,6 +1,6 @@
 """Reading a written number: choosing, with the model, how each mark splits into digits.
 
-``preprocess.segment_number`` offers each mark whole and, where it is wide enough to be touching
+``segmentation.segment_number`` offers each mark whole and, where it is wide enough to be touching
 neighbours, cut into 2, 3, ... digits. The model reads every candidate in one batch, and each mark
 is read the way whose digits the model is surest of on average (the geometric mean of their
 confidences): segmentation by recognition, as postal-code readers have done since the 1990s.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from digits.preprocess import DigitCrop
+from digits.segmentation import DigitCrop
 
 
 def candidate_images(marks: list[list[list[DigitCrop]]]) -> np.ndarray:

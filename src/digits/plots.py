@@ -46,9 +46,9 @@ def confusion_matrix(matrix: list[list[int]], path: Path) -> None:
     _save(fig, path)
 
 
-def test_figures(metrics: dict, images: np.ndarray, y_true: np.ndarray, probabilities, folder: Path) -> None:
+def test_figures(metrics, images: np.ndarray, y_true: np.ndarray, probabilities, folder: Path) -> None:
     """The confusion matrix and the misclassified digits of a test evaluation, saved in ``folder``."""
-    confusion_matrix(metrics["confusion_matrix"], folder / "confusion_matrix.png")
+    confusion_matrix(metrics.confusion_matrix, folder / "confusion_matrix.png")
     misclassified(images, y_true, probabilities, folder / "misclassified.png")
 
 

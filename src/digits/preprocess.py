@@ -3,45 +3,22 @@
 MNIST digits are light ink on black, their longer side scaled to 20 pixels (aspect ratio kept,
 anti-aliased) and placed in a 28x28 field so that the centre of mass sits at the centre. Photos,
 scans and canvas drawings are the opposite: dark ink on light paper, any size, anywhere in the frame.
-This module bridges the two, with numpy, scipy.ndimage and Pillow only:
-
-1. ``decode_image``: untrusted bytes -> uint8 grayscale array, safely (size limits checked before
-   decoding, one frame only, every Pillow failure turned into an ``ImageError``);
-2. ``normalise``: grayscale -> float32 (28, 28) in [0, 1], white digit on black, or ``NoDigitError``;
-3. ``segment_digits``: the same for each digit of a multi-digit number, left to right.
+This module bridges the two, with numpy and scipy.ndimage (a little over 400 lines: its steps share
+the ``Ink`` record and their constants, so they stay together): ``normalise`` turns grayscale pixels
+(decoded by digits.images) into float32 (28, 28) in [0, 1], white digit on black, or raises
+``NoDigitError``; ``load_image`` does it for a file. digits.segmentation does it for each digit of a
+written number, with the helpers shared here (``find_ink``, ``cut``, ``to_mnist``).
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from digits import DigitsError
-
-#: Largest decoded image accepted, checked from the header before any pixel is decoded: a 12 MP
-#: phone photo passes, a decompression bomb (a few KB that decode to gigabytes) does not.
-MAX_PIXELS = 25_000_000
-#: Images are reduced to this longer side before normalising: plenty for a digit, bounded work.
-WORK_SIDE = 1024
-#: The formats a browser or a phone produces; the rest of Pillow's decoders are attack surface.
-FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
-#: A multi-digit image with more separate marks than this is noise, not a number.
-MAX_DIGITS = 20
-# A mark wider than _WIDE times its height may be touching digits, at most one per _NARROWEST
-# heights of its width and _MOST_SPLIT in all; a mark under _FRAGMENT of the tallest's height is part
-# of its neighbour.
-_WIDE = 0.9
-_NARROWEST = 0.45
-_MOST_SPLIT = 6
-_TWO_DIGIT_CUTS = 4
-_FRAGMENT = 0.45
-#: ``load_image`` reads local files up to this size: a 108-megapixel phone photo fits.
-FILE_MAX_PIXELS = 120_000_000
+from digits.images import FILE_MAX_PIXELS, ImageError, NoDigitError, decode_image, reduction_factor
 
 # How far ink and paper must differ (on a 0-1 scale) for the image to hold anything at all.
 _MIN_CONTRAST = 0.15
@@ -56,174 +33,12 @@ _THIN = 0.7
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
-class ImageError(DigitsError):
-    """An input is not a usable image; the message says why and ``code`` names the reason."""
-
-    def __init__(self, message: str, code: str = "bad_image"):
-        super().__init__(message)
-        self.code = code
-
-
-class NoDigitError(ImageError):
-    """The image decoded fine but holds no digit (blank, empty, or only noise)."""
-
-    def __init__(self, message: str = "no digit found: the image is blank or has too little contrast"):
-        super().__init__(message, "no_digit")
-
-
-@dataclass(frozen=True)
-class DecodedImage:
-    """A decoded image: uint8 grayscale pixels, longer side reduced to at most ``WORK_SIDE``."""
-
-    gray: np.ndarray
-    width: int
-    height: int
-    format: str
-
-    @property
-    def scale(self) -> float:
-        """Original pixels per pixel of ``gray``."""
-        return self.width / self.gray.shape[1]
-
-
-@dataclass(frozen=True)
-class DigitCrop:
-    """One digit of a number: its model input and its box ``(x, y, width, height)`` in the input's pixels."""
-
-    image: np.ndarray
-    box: tuple[int, int, int, int]
-
-
-# ---------------------------------------------------------------------------- decoding
-
-
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
-    """Decode untrusted image bytes into grayscale, or raise ``ImageError`` (never anything else).
-
-    Accepts PNG, JPEG, GIF, BMP, WebP and TIFF with one frame; refuses animations and multi-page
-    files, images over ``max_pixels`` and truncated files. 16- and 32-bit images are scaled to 0-255
-    by the range their values use; transparent ones are composited onto paper; EXIF rotation is applied.
-    """
-    from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
-
-    if not data:
-        raise ImageError("the file is empty", "empty")
-    try:
-        image = _open(data)
-    except Image.DecompressionBombError:
-        raise ImageError("the image has too many pixels (a decompression bomb?)", "too_large") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"not an image: expected one of {', '.join(FORMATS)}", "not_an_image") from None
-    except Exception as exc:  # noqa: BLE001 - a malformed header can raise almost anything
-        raise ImageError(f"not a readable image ({exc})", "not_an_image") from None
-    with image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageError(
-                f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted",
-                "too_large",
-            )
-        if width < 1 or height < 1:
-            raise ImageError("the image has no pixels", "not_an_image")
-        fmt = image.format or "unknown"
-        try:
-            if getattr(image, "n_frames", 1) > 1:
-                raise ImageError(
-                    "animated and multi-page images are not accepted: send a single frame", "animated"
-                )
-            if fmt == "JPEG":
-                # Decode big JPEGs at a reduced scale straight away: much faster, same result.
-                image.draft(image.mode, (WORK_SIDE, WORK_SIDE))
-            image.load()
-            if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
-                width, height = height, width  # a quarter turn: boxes are reported upright
-            ImageOps.exif_transpose(image, in_place=True)  # phones record rotation in EXIF
-            gray = _to_gray(image)
-        except ImageError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on bad data
-            if "truncated" in str(exc) or isinstance(exc, EOFError):
-                raise ImageError("the image file is truncated", "truncated") from None
-            raise ImageError(f"the image could not be decoded ({exc})", "not_an_image") from None
-    return DecodedImage(gray, width, height, fmt)
-
-
-def peek_pixels(data: bytes) -> int:
-    """The pixel count an image's header declares (0 if it has no readable header); decodes nothing."""
-    try:
-        with _open(data) as image:
-            return image.width * image.height
-    except Exception:  # noqa: BLE001 - decode_image will say what is wrong with it
-        return 0
-
-
-def _open(data: bytes):
-    """Pillow's lazy open of an accepted format: reads the header, decodes nothing."""
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        # Pillow warns from 89M pixels; MAX_PIXELS is far smaller and decode_image refuses such images.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(io.BytesIO(data), formats=FORMATS)
-
-
-def _to_gray(image) -> np.ndarray:
-    """A loaded Pillow image of any mode -> uint8 grayscale, reduced to ``WORK_SIDE``."""
-    from PIL import Image
-
-    mode = image.mode
-    if mode.startswith("I") or mode == "F":
-        # 16-bit and 32-bit images: scale by the range their values actually use (8 or 16 bit).
-        values = np.asarray(image, dtype=np.float32)
-        top = 1.0 if mode == "F" and values.max() <= 1.0 else 255.0 if values.max() <= 255 else 65535.0
-        gray = np.clip(values * (255.0 / top), 0.0, 255.0).round().astype(np.uint8)
-        return _reduce(Image.fromarray(gray, "L"))
-    if "A" in mode or "a" in mode or "transparency" in image.info:
-        return _composite(image if mode in ("RGBA", "LA") else image.convert("RGBA"))
-    try:
-        luminance = image.convert("L")
-    except ValueError as exc:
-        raise ImageError(f"unsupported colour mode {mode}", "unsupported_mode") from exc
-    return _reduce(luminance)
-
-
-def _composite(image) -> np.ndarray:
-    """Flatten an RGBA or LA image onto paper of the colour that makes its visible marks stand out."""
-    if image.getchannel("A").getextrema()[0] == 255:
-        # Fully opaque, like every PNG a browser canvas makes: the alpha channel changes nothing.
-        return _reduce(image.convert("L"))
-    image = image.convert("LA") if image.mode != "LA" else image
-    factor = _factor(image.size)
-    if factor > 1:
-        image = image.reduce(factor)
-    la = np.asarray(image, dtype=np.float32) / 255.0
-    luminance, alpha = la[..., 0], la[..., 1]
-    visible = alpha > 0.5
-    # Mostly transparent: the visible part is the ink. Light ink goes on black, dark ink on white.
-    # Mostly opaque: an ordinary picture with an alpha channel, so the usual white backing.
-    paper = 1.0
-    if visible.mean() < 0.5 and visible.any() and luminance[visible].mean() > 0.5:
-        paper = 0.0
-    return np.round((luminance * alpha + paper * (1.0 - alpha)) * 255).astype(np.uint8)
-
-
-def _factor(size: tuple[int, ...], side: int = WORK_SIDE) -> int:
-    """The smallest integer reduction that brings the longer side down to ``side``."""
-    return -(-max(size) // side)
-
-
-def _reduce(image) -> np.ndarray:
-    """Box-average a Pillow image down to ``WORK_SIDE`` (its longer side) and return its pixels."""
-    factor = _factor(image.size)
-    return np.asarray(image.reduce(factor) if factor > 1 else image)
-
-
 # ---------------------------------------------------------------------------- normalisation
 
 # Ink is found on a copy reduced to this longer side (fast: ~16k pixels), then each digit is cut
 # from the full-resolution image. Numbers need more room, one digit next to the other.
 _COARSE_SIDE = 128
-_COARSE_SIDE_NUMBER = 512
+COARSE_SIDE_NUMBER = 512
 # Each digit crop is reduced to at most this side before its strokes are measured: 4x the 20-pixel box.
 _FINE_SIDE = 80
 # Paper whose fitted brightness varies by more than this (0-255) is evened out before thresholding,
@@ -235,7 +50,7 @@ _LIGHT_KNOTS = 4
 
 
 @dataclass(frozen=True)
-class _Ink:
+class Ink:
     """Where the ink is, found on a reduced copy of the image (``factor`` times smaller)."""
 
     gray: np.ndarray  # the full-resolution image, uint8
@@ -256,14 +71,16 @@ def _as_bytes(gray: np.ndarray) -> np.ndarray:
     return np.round(np.clip(gray.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
+# Longer than 60 lines on purpose: the steps (threshold, polarity, hysteresis, bridging, specks) each
+# refine the arrays of the one before, and read best as one pass in order.
+def find_ink(gray: np.ndarray, coarse_side: int) -> Ink:
     """Threshold, fix polarity and find the marks (connected components) that are not specks."""
     from PIL import Image
 
     gray = _as_bytes(gray)
     if gray.ndim != 2 or min(gray.shape) < 2:
         raise NoDigitError("no digit found: the image is too small")
-    factor = _factor(gray.shape, coarse_side)
+    factor = reduction_factor(gray.shape, coarse_side)
     # Box-averaging the reduced copy also removes sensor and JPEG noise before thresholding.
     coarse = np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
     hist = np.bincount(coarse.ravel(), minlength=256).astype(np.float64)
@@ -312,7 +129,7 @@ def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
     slices = ndimage.find_objects(labels)
     # Smaller marks count too where they lie within the big ones' reach: the pieces of a broken
     # stroke, the dot of a dry pen; dust away from the writing does not.
-    rows, cols = _union([slices[i - 1] for i in big])
+    rows, cols = union([slices[i - 1] for i in big])
     reach_y, reach_x = 0.15 * (rows.stop - rows.start), 0.15 * (cols.stop - cols.start)
     near = [
         i
@@ -324,10 +141,10 @@ def _find_ink(gray: np.ndarray, coarse_side: int) -> _Ink:
     ]
     marks = sorted({int(i) for i in (*big, *near)})
     labels[~mask] = 0  # faint pixels joined the marks up; the crops take ink from the strong ones
-    return _Ink(gray, dark_ink, paper, full, factor, labels, marks, [slices[i - 1] for i in marks])
+    return Ink(gray, dark_ink, paper, full, factor, labels, marks, [slices[i - 1] for i in marks])
 
 
-def _off_the_edges(ink: _Ink) -> list[int]:
+def _off_the_edges(ink: Ink) -> list[int]:
     """The indices of ``ink.marks`` worth reading: all of them, unless marks clear of the image's edges
     hold at least a quarter of the ink and others touch an edge (a shadow or the rim of the page)."""
     height, width = ink.labels.shape
@@ -426,15 +243,15 @@ def _otsu(hist: np.ndarray) -> int:
     return int(np.argmax(np.nan_to_num(between, nan=0.0, posinf=0.0)))
 
 
-def _union(slices: list[tuple[slice, slice]]) -> tuple[slice, slice]:
+def union(slices: list[tuple[slice, slice]]) -> tuple[slice, slice]:
     return (
         slice(min(s[0].start for s in slices), max(s[0].stop for s in slices)),
         slice(min(s[1].start for s in slices), max(s[1].stop for s in slices)),
     )
 
 
-def _cut(
-    ink: _Ink, marks: list[int], box: tuple[slice, slice], sides: tuple[int, int] = (1, 1)
+def cut(
+    ink: Ink, marks: list[int], box: tuple[slice, slice], sides: tuple[int, int] = (1, 1)
 ) -> tuple[np.ndarray, tuple[slice, slice]]:
     """The ink strength (0..1) of the given marks, cut from the full-resolution image, tightly cropped.
 
@@ -468,11 +285,11 @@ def _cut(
     return strength[tight], original
 
 
-def _to_mnist(strength: np.ndarray) -> np.ndarray:
+def to_mnist(strength: np.ndarray) -> np.ndarray:
     """Scale a tight crop's longer side to 20 px and centre its mass in 28x28: MNIST's recipe."""
     from PIL import Image
 
-    reduction = _factor(strength.shape, _FINE_SIDE)
+    reduction = reduction_factor(strength.shape, _FINE_SIDE)
     image = Image.fromarray(strength.astype(np.float32), "F")
     inked = strength > 0.5
     if reduction > 1:
@@ -528,127 +345,10 @@ def normalise(gray: np.ndarray) -> np.ndarray:
     specks, crops to the ink, scales the longer side to 20 pixels keeping the aspect ratio, and
     centres the centre of mass in the 28x28 field. Raises ``NoDigitError`` for a blank image.
     """
-    ink = _find_ink(gray, _COARSE_SIDE)
+    ink = find_ink(gray, _COARSE_SIDE)
     keep = _off_the_edges(ink)
-    strength, _ = _cut(ink, [ink.marks[i] for i in keep], _union([ink.slices[i] for i in keep]))
-    return _to_mnist(strength)
-
-
-def segment_number(gray: np.ndarray) -> list[list[list[DigitCrop]]]:
-    """The marks of a written number, left to right, each with its possible readings.
-
-    Each connected mark is a digit, except that marks stacked in the same column (a detached stroke,
-    the top bar of a 5) are one digit, and so is a short fragment beside a digit. A mark wider than
-    a digit may be neighbours that touch: its readings are the mark whole and cut into 2, 3, ...
-    digits where the ink is thinnest; the model chooses (``digits.number_reader``). Each reading is
-    a list of ``DigitCrop``s, normalised like ``normalise``.
-    """
-    ink = _find_ink(gray, _COARSE_SIDE_NUMBER)
-    groups = _group_marks(ink)
-    if len(groups) > MAX_DIGITS:
-        raise ImageError(
-            f"found {len(groups)} separate marks; at most {MAX_DIGITS} digits can be read", "too_many_digits"
-        )
-    marks = []
-    for group in groups:
-        own = [ink.marks[j] for j in group]
-        box = _union([ink.slices[j] for j in group])
-        readings = []
-        for parts in _splits(ink, own, box):
-            crops = []
-            for n, part in enumerate(parts):
-                strength, (rows, cols) = _cut(ink, own, part, (int(n == 0), int(n == len(parts) - 1)))
-                box_xywh = (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-                crops.append(DigitCrop(_to_mnist(strength), box_xywh))
-            readings.append(crops)
-        marks.append(readings)
-    return marks
-
-
-def segment_digits(gray: np.ndarray) -> list[DigitCrop]:
-    """The digits of a multi-digit number, left to right, each mark read whole (see ``segment_number``)."""
-    return [readings[0][0] for readings in segment_number(gray)]
-
-
-def _group_marks(ink: _Ink) -> list[list[int]]:
-    """Marks grouped into digits, left to right: marks sharing columns go together, and so does a
-    short fragment (under _FRAGMENT of the tallest mark's height) with its nearest neighbour."""
-    order = sorted(range(len(ink.marks)), key=lambda i: ink.slices[i][1].start)
-    groups: list[list[int]] = []
-    for i in order:
-        cols = ink.slices[i][1]
-        if groups:
-            last = _union([ink.slices[j] for j in groups[-1]])[1]
-            overlap = min(cols.stop, last.stop) - max(cols.start, last.start)
-            if overlap >= 0.5 * min(cols.stop - cols.start, last.stop - last.start):
-                groups[-1].append(i)
-                continue
-        groups.append([i])
-
-    def height(group: list[int]) -> int:
-        rows = _union([ink.slices[j] for j in group])[0]
-        return rows.stop - rows.start
-
-    tallest = max(height(g) for g in groups)
-    n = 0
-    while len(groups) > 1 and n < len(groups):
-        if height(groups[n]) >= _FRAGMENT * tallest:
-            n += 1
-            continue
-        gaps = {k: _gap(ink, groups[n], groups[k]) for k in (n - 1, n + 1) if 0 <= k < len(groups)}
-        nearest = min(gaps, key=gaps.get)
-        if gaps[nearest] > 0.5 * tallest:  # on its own: a stray mark, read (or refused) alone
-            n += 1
-            continue
-        groups[nearest].extend(groups.pop(n))
-        n = min(n, nearest)
-    return groups
-
-
-def _gap(ink: _Ink, group: list[int], other: list[int]) -> int:
-    """Columns between two groups of marks (negative where they overlap)."""
-    ours = _union([ink.slices[j] for j in group])[1]
-    theirs = _union([ink.slices[j] for j in other])[1]
-    return max(theirs.start - ours.stop, ours.start - theirs.stop)
-
-
-def _splits(ink: _Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[tuple[slice, slice]]]:
-    """The ways to read one mark: whole, and, if it is wider than a digit, cut into 2, 3, ... digits.
-
-    Handwritten digits are rarely much wider than tall; a mark over ``_WIDE`` times as wide as high
-    may hold touching neighbours, at most one per ``_NARROWEST`` heights of width. In two, it is cut
-    at each of the thinnest places; in more, at the column with the least ink near each evenly
-    spaced place.
-    """
-    rows, cols = box
-    height, width = rows.stop - rows.start, cols.stop - cols.start
-    readings = [[box]]
-    if width <= _WIDE * height:
-        return readings
-
-    def parts(cuts: list[int]) -> list[tuple[slice, slice]]:
-        return [(rows, slice(cols.start + a, cols.start + b)) for a, b in zip(cuts, cuts[1:], strict=False)]
-
-    column_ink = np.isin(ink.labels[box], marks).sum(axis=0).astype(np.float64)
-    # Two digits: cut at each of the thinnest places (local minima of the ink per column), since one
-    # of the two may be a narrow 1 and the other a wide 0.
-    smooth = ndimage.uniform_filter1d(column_ink, 3)
-    inner = np.arange(max(1, int(0.15 * width)), min(width - 1, int(0.85 * width)))
-    minima = [c for c in inner if smooth[c] <= smooth[c - 1] and smooth[c] <= smooth[c + 1]]
-    for cut in sorted(minima, key=lambda c: smooth[c])[:_TWO_DIGIT_CUTS]:
-        readings.append(parts([0, int(cut), width]))
-    most = min(int(np.ceil(width / (_NARROWEST * height))), _MOST_SPLIT)
-    for count in range(3, most + 1):
-        cuts = [0]
-        for k in range(1, count):
-            middle, reach = k * width / count, width / (3 * count)
-            low, high = max(int(middle - reach), cuts[-1] + 1), min(int(middle + reach) + 1, width - 1)
-            if low < high:
-                cuts.append(low + int(np.argmin(column_ink[low:high])))
-        cuts.append(width)
-        if len(cuts) == count + 1:
-            readings.append(parts(cuts))
-    return readings
+    strength, _ = cut(ink, [ink.marks[i] for i in keep], union([ink.slices[i] for i in keep]))
+    return to_mnist(strength)
 
 
 # ---------------------------------------------------------------------------- files

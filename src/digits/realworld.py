@@ -10,21 +10,20 @@ upload it, and its label (a digit, a number, or ``""`` for "not a digit"):
 * ``numbers``: MNIST test digits written side by side as numbers of 2-6 digits, neighbours sometimes
   touching;
 * ``not_digits``: Fashion-MNIST *test* items, printed letters, scribbles and blank-ish paper;
-* ``drawn_digits``: stroke paths for the page's canvas (varied shape, width, size, position, slant),
-  drawn in a real browser by ``digits.benchmark_real``.
+* ``digits.strokes.drawn_digits``: stroke paths for the page's canvas (varied shape, width, size,
+  position, slant), drawn in a real browser by ``digits.realworld_benchmark``.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from digits.data import load_fashion
-from digits.strokes import smooth_curve
 
 #: Printed letters that look like no digit: O, I, l, S, Z, B, G, T, J, b, g, q, t and their kin are
 #: left out.
@@ -38,6 +37,26 @@ class Sample:
     data: bytes
     label: str  # "7", "2024", or "" for an image that holds no digit
     kind: str
+
+
+#: How a "not a digit" answer is written in confusions and reports.
+NONE = "\u2205"
+
+
+@dataclass
+class Answer:
+    """What the reader answered for one image."""
+
+    label: str
+    kind: str
+    read: str  # the digit or number read, or NONE
+    confidence: float | None  # None when preprocessing found no digit at all
+    processed: list[np.ndarray] = field(default_factory=list)
+    data: bytes = b""
+
+    @property
+    def right(self) -> bool:
+        return self.read == (self.label or NONE)
 
 
 def jpeg(image: Image.Image, quality: int) -> bytes:
@@ -266,180 +285,3 @@ def not_digits(rng: np.random.Generator, count: int) -> list[Sample]:
         else:
             samples.append(Sample(jpeg(_blank(rng), int(rng.integers(50, 91))), "", "blank"))
     return samples
-
-
-# ---------------------------------------------------------------------------- drawn on the canvas
-
-# Each digit's ways of writing it: strokes of control points in a unit box (x right, y down), and
-# whether the pen moves in curves (smoothed through the points) or straight lines between them.
-_DIGIT_SHAPES: dict[int, list[tuple[bool, list[list[tuple[float, float]]]]]] = {
-    0: [
-        (
-            True,
-            [
-                [
-                    (0.5, 0),
-                    (0.88, 0.2),
-                    (0.95, 0.55),
-                    (0.75, 0.92),
-                    (0.4, 1),
-                    (0.08, 0.75),
-                    (0.05, 0.35),
-                    (0.3, 0.04),
-                    (0.55, 0.02),
-                ]
-            ],
-        )
-    ],
-    1: [
-        (False, [[(0.5, 0), (0.5, 1)]]),
-        (False, [[(0.2, 0.22), (0.55, 0), (0.55, 1)]]),
-        (False, [[(0.25, 0.2), (0.55, 0), (0.55, 1)], [(0.25, 1), (0.85, 1)]]),
-    ],
-    2: [
-        (
-            True,
-            [
-                [(0.08, 0.25), (0.35, 0.02), (0.72, 0.04), (0.88, 0.3), (0.7, 0.58), (0.3, 0.85), (0.05, 1)],
-                [(0.05, 1), (0.95, 0.98)],
-            ],
-        ),
-        (True, [[(0.1, 0.2), (0.45, 0), (0.85, 0.2), (0.6, 0.6), (0.1, 0.98), (0.5, 0.9), (0.95, 1)]]),
-    ],
-    3: [
-        (
-            True,
-            [
-                [
-                    (0.1, 0.12),
-                    (0.45, 0),
-                    (0.85, 0.14),
-                    (0.82, 0.36),
-                    (0.42, 0.48),
-                    (0.88, 0.62),
-                    (0.9, 0.86),
-                    (0.5, 1),
-                    (0.08, 0.88),
-                ]
-            ],
-        )
-    ],
-    4: [
-        (False, [[(0.62, 0), (0.05, 0.66), (0.95, 0.66)], [(0.7, 0.3), (0.7, 1)]]),
-        (False, [[(0.12, 0), (0.08, 0.56), (0.92, 0.56)], [(0.74, 0), (0.74, 1)]]),
-    ],
-    5: [
-        (
-            True,
-            [
-                [(0.2, 0.02), (0.15, 0.45), (0.55, 0.36), (0.9, 0.58), (0.85, 0.9), (0.45, 1), (0.08, 0.88)],
-                [(0.2, 0.02), (0.88, 0)],
-            ],
-        )
-    ],
-    6: [
-        (
-            True,
-            [
-                [
-                    (0.78, 0.02),
-                    (0.4, 0.14),
-                    (0.14, 0.5),
-                    (0.12, 0.82),
-                    (0.42, 1),
-                    (0.8, 0.9),
-                    (0.86, 0.64),
-                    (0.55, 0.48),
-                    (0.25, 0.56),
-                    (0.12, 0.75),
-                ]
-            ],
-        )
-    ],
-    7: [
-        (False, [[(0.05, 0.02), (0.95, 0), (0.4, 1)]]),
-        (False, [[(0.05, 0.02), (0.95, 0), (0.45, 1)], [(0.3, 0.52), (0.85, 0.5)]]),
-    ],
-    8: [
-        (
-            True,
-            [
-                [
-                    (0.78, 0.14),
-                    (0.5, 0),
-                    (0.2, 0.14),
-                    (0.28, 0.38),
-                    (0.74, 0.62),
-                    (0.84, 0.86),
-                    (0.5, 1),
-                    (0.16, 0.86),
-                    (0.26, 0.62),
-                    (0.72, 0.38),
-                    (0.8, 0.16),
-                ]
-            ],
-        )
-    ],
-    9: [
-        (
-            True,
-            [
-                [
-                    (0.86, 0.24),
-                    (0.6, 0.02),
-                    (0.22, 0.06),
-                    (0.14, 0.34),
-                    (0.48, 0.5),
-                    (0.86, 0.3),
-                    (0.86, 0.6),
-                    (0.8, 1),
-                ]
-            ],
-        ),
-        (False, [[(0.85, 0.2), (0.5, 0), (0.15, 0.15), (0.2, 0.42), (0.6, 0.45), (0.85, 0.2), (0.82, 1)]]),
-    ],
-}
-
-
-@dataclass(frozen=True)
-class Drawing:
-    """A digit to draw on the canvas: strokes of points as fractions of the canvas, and a pen width."""
-
-    label: int
-    strokes: list[list[tuple[float, float]]]
-    width: int
-
-
-def drawn_digits(rng: np.random.Generator, count: int, aspect: float = 1.5) -> list[Drawing]:
-    """``count`` digits (equally many of each) for a canvas ``aspect`` times wider than tall.
-
-    Each has a random way of writing it, jittered control points, a slant of -15 to +20 degrees, a
-    width of 45-95% of its height, a height of 30-90% of the canvas, a random place and a pen 6-36 px
-    wide on the page's 420x280 canvas.
-    """
-    drawings = []
-    for n in range(count):
-        label = n % 10
-        smooth, strokes = _DIGIT_SHAPES[label][int(rng.integers(len(_DIGIT_SHAPES[label])))]
-        height = rng.uniform(0.3, 0.9)
-        width = height * rng.uniform(0.45, 0.95) / aspect
-        slant = np.tan(np.radians(rng.uniform(-15, 20)))
-        top = rng.uniform(0.03, 0.97 - height)
-        left = rng.uniform(
-            0.03 + max(slant, 0) * height / aspect, 0.97 - width + min(slant, 0) * height / aspect
-        )
-        paths = []
-        for stroke in strokes:
-            points = np.asarray(stroke, dtype=np.float64) + rng.normal(0, 0.03, (len(stroke), 2))
-            if smooth and len(points) > 2:
-                points = smooth_curve(points)
-            x = left + points[:, 0] * width + slant * (1 - points[:, 1]) * height / aspect
-            y = top + points[:, 1] * height
-            paths.append(
-                [
-                    (float(a), float(b))
-                    for a, b in zip(np.clip(x, 0.01, 0.99), np.clip(y, 0.01, 0.99), strict=True)
-                ]
-            )
-        drawings.append(Drawing(label, paths, int(rng.integers(6, 37))))
-    return drawings

@@ -12,25 +12,21 @@ calibration error, and a contact sheet of the errors (the input beside what the 
 from __future__ import annotations
 
 import base64
-import datetime
-import io
 import os
-import platform
 import shutil
 import socket
-import subprocess
 import threading
 import time
-import warnings
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from digits import DigitsError, log_stderr, write_json
 from digits import realworld as sets
+from digits.realworld import NONE, Answer
+from digits.realworld_report import ECE_BINS, contact_sheet, markdown, pct
+from digits.strokes import Drawing, drawn_digits
 
 #: The sets, in the report's order, and how many images each has by default.
 SETS = {"other-writers": None, "drawn": 300, "photographed": 2000, "numbers": 500, "not-digits": 1000}
@@ -45,26 +41,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-#: Not a digit, in confusion lists.
-NONE = "∅"
-_SHEET_ERRORS = 48  # tiles on a contact sheet
-_ECE_BINS = 15
-
-
-@dataclass
-class Answer:
-    """What the reader answered for one image."""
-
-    label: str
-    kind: str
-    read: str  # the digit or number read, or NONE
-    confidence: float | None  # None when preprocessing found no digit at all
-    processed: list[np.ndarray] = field(default_factory=list)
-    data: bytes = b""
-
-    @property
-    def right(self) -> bool:
-        return self.read == (self.label or NONE)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -143,7 +119,7 @@ def check_browser() -> None:
         raise DigitsError("the drawn set needs Playwright: pip install -e '.[dev]'") from None
 
 
-def read_drawings(app, drawings: list[sets.Drawing], log=log_stderr, browser=None) -> list[Answer]:
+def read_drawings(app, drawings: list[Drawing], log=log_stderr, browser=None) -> list[Answer]:
     """Draw each digit with the mouse on the page's canvas in Chromium and read the page's answer.
 
     The app is served on a free loopback port for the run; ``browser``, a Playwright browser already
@@ -178,7 +154,7 @@ def read_drawings(app, drawings: list[sets.Drawing], log=log_stderr, browser=Non
         thread.join(timeout=10)
 
 
-def _draw(browser, url: str, drawings: list[sets.Drawing], log) -> list[Answer]:
+def _draw(browser, url: str, drawings: list[Drawing], log) -> list[Answer]:
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     context.add_init_script(_RECORD_ANSWERS)
     page = context.new_page()
@@ -212,7 +188,7 @@ def _draw(browser, url: str, drawings: list[sets.Drawing], log) -> list[Answer]:
 # ---------------------------------------------------------------------------- scoring
 
 
-def expected_calibration_error(confidence: np.ndarray, right: np.ndarray, bins: int = _ECE_BINS) -> float:
+def expected_calibration_error(confidence: np.ndarray, right: np.ndarray, bins: int = ECE_BINS) -> float:
     """The gap between confidence and accuracy, averaged over equal-width confidence bins by their size."""
     if not len(confidence):
         return 0.0
@@ -250,108 +226,20 @@ def score(name: str, answers: list[Answer], seconds: float) -> dict:
     return row
 
 
-# ---------------------------------------------------------------------------- the contact sheet
-
-
-def _thumbnail(data: bytes, size: tuple[int, int]) -> Image.Image:
-    image = Image.open(io.BytesIO(data)).convert("L")
-    image.thumbnail(size)
-    tile = Image.new("L", size, 255)
-    tile.paste(image, ((size[0] - image.width) // 2, (size[1] - image.height) // 2))
-    return tile
-
-
-def contact_sheet(answers: list[Answer], path: Path, number: bool = False) -> int:
-    """A PNG of the errors: each input beside the 28x28 images the model saw, with truth and answer."""
-    errors = [a for a in answers if not a.right][:_SHEET_ERRORS]
-    if not errors:
-        return 0
-    seen_width = 84 * (6 if number else 1)
-    tile_w, tile_h, columns = 96 + 4 + seen_width + 8, 84 + 18, 2 if number else 4
-    rows = -(-len(errors) // columns)
-    sheet = Image.new("L", (columns * tile_w, rows * tile_h), 255)
-    pen = ImageDraw.Draw(sheet)
-    for i, a in enumerate(errors):
-        x, y = (i % columns) * tile_w, (i // columns) * tile_h
-        sheet.paste(_thumbnail(a.data, (96, 84)), (x, y))
-        for k, seen in enumerate(a.processed[: seen_width // 84]):
-            sheet.paste(
-                Image.fromarray(seen).resize((84, 84), Image.Resampling.NEAREST), (x + 100 + 84 * k, y)
-            )
-        confidence = "" if a.confidence is None else f" {a.confidence:.0%}"
-        pen.text(
-            (x + 2, y + 86),
-            f"{a.label or 'none'} read {a.read if a.read != NONE else 'none'}{confidence}",
-            fill=0,
-        )
-    sheet.save(path)
-    return len(errors)
-
-
 # ---------------------------------------------------------------------------- the run
 
 
-def _commit() -> str:
-    try:
-        found = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-        )
-    except OSError:
-        return "unknown"
-    return found.stdout.strip() or "unknown"
-
-
-def _machine() -> str:
-    from digits.training import cpu_name
-
-    return f"{cpu_name()}, {os.cpu_count()} CPUs, {platform.system()}"
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
-def markdown(rows: list[dict], model: str, seed: int, scale: float) -> str:
-    """The report: a headline table, then each set's confusions and contact sheet."""
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = f"digits benchmark --real-world --seed {seed}" + (f" --scale {scale:g}" if scale != 1 else "")
-    lines = [
-        "# How well the reader reads real handwriting",
-        "",
-        f"Written by `{command}` on {now}, at commit {_commit()}, on "
-        f"{_machine()}; model `{model}`. Every image went through the web app's own endpoints "
-        "(the drawn set through the page in Chromium). These sets only measure: no model was trained "
-        "or tuned on them.",
-        "",
-        '| set | images | read right | answered "not a digit" | ECE | ms per image |',
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in rows:
-        ece = _pct(row["ece"]) if "ece" in row else "–"
-        lines.append(
-            f"| {row['set']} | {row['images']:,} | {_pct(row['accuracy'])} | {_pct(row['not_a_digit'])} "
-            f"| {ece} | {row['ms_per_image']:.1f} |"
-        )
-    lines += [
-        "",
-        '*read right*: the digit or whole number named correctly; for not-digits, answered "not a digit" '
-        "(or no digit found). *ECE*: expected calibration error of the stated confidence over "
-        f"{_ECE_BINS} bins. *ms per image*: the app's time per request, seen from the client; for the "
-        "drawn set, the drawing in the browser too.",
-        "",
-    ]
-    for row in rows:
-        lines += [f"## {row['set']}", ""]
-        if "confusions" in row:
-            common = ", ".join(f"{pair} ({n})" for pair, n in row["confusions"]) or "none"
-            lines.append(f"Most common errors (true→read, {NONE} = not a digit): {common}.")
-        if "by_kind" in row:
-            kinds = ", ".join(f"{kind} {_pct(rate)}" for kind, rate in row["by_kind"].items())
-            lines.append(f'Answered "not a digit", by kind: {kinds}.')
-        if row.get("sheet"):
-            lines += ["", f"![errors of {row['set']}]({row['sheet']})"]
-        lines.append("")
-    return "\n".join(lines)
+def _build(name: str, rng: np.random.Generator, count: int | None, x_test, y_test) -> list:
+    """The images of one set: samples to upload, or drawings for the page."""
+    if name == "other-writers":
+        return sets.other_writers(rng, count)
+    if name == "drawn":
+        return drawn_digits(rng, count)
+    if name == "photographed":
+        return sets.photographed(x_test, y_test, rng, count)
+    if name == "numbers":
+        return sets.numbers(x_test, y_test, rng, count)
+    return sets.not_digits(rng, count)
 
 
 def run_real_world(
@@ -367,8 +255,6 @@ def run_real_world(
 
     ``only`` limits the run to some sets; ``scale`` multiplies each set's size (quick looks only).
     """
-    # Starlette suggests a successor to httpx for its test client; httpx is what this project has.
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
     from digits import data as mnist
@@ -382,9 +268,8 @@ def run_real_world(
         raise ValueError(f"the scale must be in (0, 1], got {scale}")
     if "drawn" in chosen:
         check_browser()  # before any work, so a missing browser loses none
-    counts = {name: max(10, int(n * scale)) if n else None for name, n in SETS.items()}
-    if counts["other-writers"] is None and scale < 1:
-        counts["other-writers"] = max(10, int(1797 * scale))
+    # other-writers is the whole optdigits test set (1,797 digits) unless scaled down.
+    counts = {name: max(10, int((n or 1797) * scale)) if n or scale < 1 else None for name, n in SETS.items()}
     (_, _), (x_test, y_test) = mnist.load_mnist(data_dir)
     app = create_app(model)
     out = Path(out)
@@ -394,16 +279,7 @@ def run_real_world(
         for name in chosen:
             rng = np.random.default_rng([seed, list(SETS).index(name)])  # each set its own stream
             log(f"{name}: building the images")
-            if name == "other-writers":
-                items = sets.other_writers(rng, counts[name])
-            elif name == "drawn":
-                items = sets.drawn_digits(rng, counts[name])
-            elif name == "photographed":
-                items = sets.photographed(x_test, y_test, rng, counts[name])
-            elif name == "numbers":
-                items = sets.numbers(x_test, y_test, rng, counts[name])
-            else:
-                items = sets.not_digits(rng, counts[name])
+            items = _build(name, rng, counts[name], x_test, y_test)
             log(f"{name}: reading {len(items)} images")
             start = time.perf_counter()
             if name == "drawn":
@@ -415,18 +291,9 @@ def run_real_world(
             if contact_sheet(answers, out / sheet, number=name == "numbers"):
                 row["sheet"] = sheet
             rows.append(row)
-            log(f"{name}: read right {_pct(row['accuracy'])}, not a digit {_pct(row['not_a_digit'])}")
+            log(f"{name}: read right {pct(row['accuracy'])}, not a digit {pct(row['not_a_digit'])}")
         name = client.get("/api/model").json()["name"]
     write_json(out / "results.json", {"model": name, "seed": seed, "sets": rows})
     (out / "report.md").write_text(markdown(rows, name, seed, scale))
     log(f"wrote {out / 'report.md'}")
     return rows
-
-
-def headline(rows: list[dict]) -> str:
-    """The table printed at the end of a run."""
-    return "\n".join(
-        f"{row['set']:<14} {row['images']:>6,} images  read right {_pct(row['accuracy']):>7}"
-        f"  not a digit {_pct(row['not_a_digit']):>7}" + (f"  ECE {_pct(row['ece'])}" if "ece" in row else "")
-        for row in rows
-    )

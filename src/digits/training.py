@@ -1,16 +1,14 @@
 """Training a Keras model on MNIST, with per-epoch atomic checkpoints and resume.
 
-A run folder holds, when training ends: ``model.keras``, ``metrics.json``, ``history.csv``,
-``config.json``, ``logs/`` (TensorBoard) and the plots. While training, ``checkpoints/`` holds the
-last completed epoch; ``train(..., resume=True)`` continues from it.
+``train`` reads as its steps: settings, data, input pipelines, model, fit, finish (batch-norm
+statistics, the saved model, calibration), evaluate. What it writes is described in digits.runs.
 """
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -19,10 +17,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digits import DigitsError, check_choice, check_new_folder, evaluation, plots, read_json, write_json
+from digits import batch_norm, check_choice, evaluation, plots, runs
 from digits import data as mnist
 from digits.augmentation import augmentation
-from digits.models import AUGMENTATIONS, MODELS, STRATEGIES, KerasClassifier, build_model, load_classifier
+from digits.inference import KerasClassifier
+from digits.models import AUGMENTATIONS, MODELS, STRATEGIES, build_model
+from digits.negatives import with_negatives
 
 
 @dataclass
@@ -40,7 +40,6 @@ class TrainConfig:
     train_size: int | None = None
     data_dir: str | None = None
     distribute: str | None = None
-    teacher: str | None = None
     #: Momentum of the weight average Adam keeps (Keras' ``use_ema``); 0 trains without one.
     ema_momentum: float | None = None
     #: Generated non-digit images added to the training set with uniform targets (outlier exposure,
@@ -79,28 +78,24 @@ class TrainConfig:
             raise ValueError(f"negatives must be between 0 and 60000, got {config.negatives}")
         return config
 
+    def run_config(self) -> runs.RunConfig:
+        """The run folder's record of this (resolved) config."""
+        return runs.RunConfig(
+            model=self.model,
+            kind="keras",
+            val_size=self.val_size,
+            split_seed=self.split_seed,
+            train_size=self.train_size,
+            settings=asdict(self),
+            versions=runs.versions(),
+            data_sha256=mnist.SHA256,
+        )
+
     @classmethod
-    def from_dict(cls, values: dict, path: str | Path = "the run config") -> TrainConfig:
-        """Rebuild a config from a run's config.json (``path``, for messages), ignoring its extra keys."""
-        val_size, split_seed = mnist.split_of(values, path)  # also reads runs from before split_seed
-        values = {**values, "val_size": val_size, "split_seed": split_seed}
-        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
-
-
-class RunExists(DigitsError):
-    """The output folder already holds a run; refuse to overwrite it."""
-
-
-# ---------------------------------------------------------------------------- small file helpers
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    with open(path.with_name(path.name + ".tmp"), "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(path.with_name(path.name + ".tmp"), path)
+    def from_run(cls, recorded: runs.RunConfig) -> TrainConfig:
+        """The config a run was started with, from its config.json."""
+        values = {f.name: recorded.settings[f.name] for f in fields(cls) if f.name in recorded.settings}
+        return cls(**values)
 
 
 def _save_model_atomic(model, path: Path) -> None:
@@ -121,32 +116,6 @@ def _inference_copy(model):
 
 
 # ---------------------------------------------------------------------------- the pieces of a run
-
-
-def cpu_name() -> str:
-    """The processor's model name where Linux tells it, else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the packages that decide a run's numbers."""
-    import sklearn
-    import tensorflow as tf
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
-    }
 
 
 def make_dataset(x, y, batch_size: int, shuffle: bool = False, augment: str = "none", seed: int = 0):
@@ -186,9 +155,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int):
 def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
     """The model's optimizer (``make_optimizer``) and loss."""
     spec = MODELS[config.model]
-    # A teacher's probabilities are soft targets already; smoothing them again would blur its advice.
     loss = (
-        keras.losses.CategoricalCrossentropy(label_smoothing=0.0 if config.teacher else spec.label_smoothing)
+        keras.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing)
         if _one_hot_targets(config)
         else keras.losses.SparseCategoricalCrossentropy()
     )
@@ -219,59 +187,6 @@ def strategy_for(config: TrainConfig):
     return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
-def _batch_norms(model) -> list:
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-
-
-def recalibrate_batch_norm(model, images: np.ndarray, seed: int, batches: int = 100, batch_size: int = 256):
-    """Re-estimate batch-norm statistics on clean (un-augmented) training images.
-
-    Trained on augmented batches, the moving averages describe distorted digits. The new statistics are
-    the plain average over ``batches`` clean batches; the weights are untouched.
-    """
-    norms = _batch_norms(model)
-    momentum = [layer.momentum for layer in norms]
-    chosen = np.random.default_rng(seed).permutation(len(images))[: batches * batch_size]
-    for n, start in enumerate(range(0, len(chosen), batch_size)):
-        for layer in norms:
-            layer.momentum = n / (n + 1)  # a cumulative mean: batch n weighs 1/(n+1)
-        model(images[chosen[start : start + batch_size]], training=True)
-    for layer, value in zip(norms, momentum, strict=True):
-        layer.momentum = value
-
-
-def recalibrate_if_better(model, data, seed: int, log=print) -> None:
-    """Recalibrate batch norm on clean images, keeping the new statistics only if validation agrees.
-
-    It matters for deep models: the resnet scored 97.4% on the validation split with the statistics
-    of augmented batches and 99.1% once recalibrated; the shallow fast-cnn lost 0.1 point instead.
-    A run on all training images (``val_size`` 0) has nothing to judge by and always recalibrates:
-    of the six deep-cnn seeds judged on validation, four kept it (up to +0.08 point), two lost 0.02.
-    """
-    norms = _batch_norms(model)
-    if not norms:
-        return
-    if not len(data.x_val):
-        recalibrate_batch_norm(model, data.x_train, seed)
-        log("batch-norm statistics recalibrated on clean images (no validation split to judge by)")
-        return
-
-    def val_accuracy() -> float:
-        predicted = model.predict(data.x_val, batch_size=1024, verbose=0).argmax(axis=1)
-        return float(np.mean(predicted == data.y_val))
-
-    saved = [[v.numpy() for v in (layer.moving_mean, layer.moving_variance)] for layer in norms]
-    before = val_accuracy()
-    recalibrate_batch_norm(model, data.x_train, seed)
-    after = val_accuracy()
-    if after < before:
-        for layer, (mean, variance) in zip(norms, saved, strict=True):
-            layer.moving_mean.assign(mean)
-            layer.moving_variance.assign(variance)
-    kept = "kept" if after >= before else "discarded"
-    log(f"batch-norm statistics recalibrated on clean images: validation {before:.2%} -> {after:.2%}, {kept}")
-
-
 def use_mixed_precision_on_gpu() -> bool:
     """float16 compute on GPUs, where it is faster; CPUs stay in float32, where it is not."""
     import tensorflow as tf
@@ -283,30 +198,12 @@ def use_mixed_precision_on_gpu() -> bool:
 
 
 def _one_hot_targets(config: TrainConfig) -> bool:
-    return bool(MODELS[config.model].label_smoothing or config.teacher or config.negatives)
+    return bool(MODELS[config.model].label_smoothing or config.negatives)
 
 
 def labels_for(config: TrainConfig, y: np.ndarray) -> np.ndarray:
-    """Integer labels, or one-hot where the loss (label smoothing, a teacher, negatives) needs them."""
+    """Integer labels, or one-hot where the loss (label smoothing, negatives) needs them."""
     return evaluation.one_hot(y) if _one_hot_targets(config) else y
-
-
-#: Held out from the generated negatives to report how many the calibrated model turns away.
-HELD_OUT_NEGATIVES = 1000
-
-
-def add_negatives(config: TrainConfig, x: np.ndarray, targets: np.ndarray, log=print):
-    """The training images and targets with ``config.negatives`` non-digits added (uniform targets),
-    and the held-out negatives that calibration scores."""
-    from digits.negatives import training_negatives
-
-    if not config.negatives:
-        return x, targets, None
-    log(f"generating {config.negatives + HELD_OUT_NEGATIVES:,} non-digit images (outlier exposure)")
-    negatives = training_negatives(config.negatives + HELD_OUT_NEGATIVES, config.seed)
-    used, held_out = negatives[: config.negatives], negatives[config.negatives :]
-    uniform = np.full((len(used), targets.shape[1]), 1.0 / targets.shape[1], dtype=np.float32)
-    return np.concatenate([x, used]), np.concatenate([targets, uniform]), held_out
 
 
 def calibrate_run(folder: Path, data, held_out_negatives, seed: int, log=print) -> None:
@@ -333,45 +230,8 @@ def calibrate_run(folder: Path, data, held_out_negatives, seed: int, log=print) 
     )
 
 
-def load_teacher(config: TrainConfig):
-    """The trained model or ensemble named by ``config.teacher``, checked against the run's split.
-
-    Its validation score stays clean only if the teacher never saw the run's validation images, i.e.
-    it was trained beside the same split; a run on all images (``val_size`` 0) may learn from any.
-    """
-    teacher = load_classifier(config.teacher)
-    recorded = mnist.read_run_config(teacher.path.parent)
-    split = mnist.split_of(recorded, teacher.path.parent / "config.json")
-    if config.val_size and not recorded:
-        raise ValueError(
-            f"teacher {config.teacher} has no config.json beside it to say which images it was trained on,"
-            " so it may have seen this run's validation images; name its run folder, or train on all"
-            " images (--val-size 0)"
-        )
-    if config.val_size and split != (config.val_size, config.split_seed):
-        raise ValueError(
-            f"teacher {config.teacher} was trained beside the validation split (val_size, split_seed) ="
-            f" {split}, not this run's {(config.val_size, config.split_seed)}, so it has seen some of this"
-            " run's validation images; train the student with the teacher's --val-size and --split-seed"
-        )
-    return teacher
-
-
-def distillation_targets(teacher, data, log=print) -> np.ndarray:
-    """The teacher's class probabilities for the training images: the student's targets.
-
-    Knowledge distillation (Hinton et al., 2015): the probabilities say which other digits an image
-    resembles, which one-hot labels cannot. They are read from the clean images and kept for each
-    image's augmented copies.
-    """
-    probabilities = teacher.predict_proba(data.x_train).astype(np.float32)
-    agree = float(np.mean(probabilities.argmax(axis=1) == data.y_train))
-    log(f"teacher {teacher.path.parent}: {agree:.2%} agreement with the training labels it replaces")
-    return probabilities
-
-
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After each epoch, save the model and the history, atomically."""
+    """After each epoch, save the model and the history, atomically (see digits.runs)."""
 
     def __init__(self, folder: Path, history: list[dict]):
         super().__init__()
@@ -384,125 +244,122 @@ class EpochCheckpoint(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.started, 3)}
         row.update({k: float(v) for k, v in (logs or {}).items()})
         self.history.append(row)
-        name = f"checkpoint-{epoch + 1:03d}.keras"
-        _save_model_atomic(self.model, self.folder / "checkpoints" / name)
-        # state.json names the newest complete checkpoint and is replaced only after that file
-        # exists, so a kill at any moment leaves a consistent pair.
-        state = {"epoch": epoch + 1, "checkpoint": name, "history": self.history}
-        write_json(self.folder / "checkpoints" / "state.json", state)
-        _write_history(self.folder / "history.csv", self.history)
-        for old in (self.folder / "checkpoints").glob("checkpoint-*.keras"):
-            if old.name != name:
-                old.unlink()
+        _save_model_atomic(self.model, runs.checkpoint_path(self.folder, epoch + 1))
+        runs.write_checkpoint_state(self.folder, epoch + 1, self.history)
 
 
 # ---------------------------------------------------------------------------- the run
 
 
-def train(config: TrainConfig, out: str | Path, resume: bool = False, log=print, callbacks=()) -> dict:
+def _settings(config: TrainConfig, out: Path, resume: bool) -> TrainConfig:
+    """The run's settings: a resumed run's own, else ``config``'s once ``out`` is known to be free."""
+    if resume:
+        recorded = runs.read_config(out)
+        if recorded is None:
+            raise FileNotFoundError(f"{out}: no config.json, so nothing to resume")
+        if runs.read_metrics(out) is not None:
+            raise runs.RunExists(f"{out}: this run already finished (metrics.json exists)")
+        data_dir = config.data_dir or recorded.settings.get("data_dir")
+        config = dataclasses.replace(TrainConfig.from_run(recorded), data_dir=data_dir)
+    else:
+        # Point at --resume only where it can work: a run that started and did not finish.
+        unfinished = (out / runs.CONFIG_FILE).is_file() and not (out / runs.METRICS_FILE).is_file()
+        hint = f", or continue it with: digits train --resume {out}" if unfinished else ""
+        runs.check_new_folder(out, hint)
+    return config.resolved()
+
+
+def _pipelines(config: TrainConfig, data, log):
+    """Training and validation tf.data pipelines, and the held-out negatives calibration scores."""
+    keras.utils.set_random_seed(config.seed)
+    x_train, targets, held_out_negatives = with_negatives(
+        config.negatives, config.seed, data.x_train, labels_for(config, data.y_train), log
+    )
+    train_ds = make_dataset(
+        x_train, targets, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed
+    )
+    val_ds = make_dataset(data.x_val, labels_for(config, data.y_val), 1024) if len(data.x_val) else None
+    return train_ds, val_ds, held_out_negatives
+
+
+def _model(config: TrainConfig, out: Path, train_images: int, strategy, log):
+    """A fresh compiled model, or the last checkpoint with its optimizer state; its history so far."""
+    with strategy.scope():
+        saved = runs.read_checkpoint_state(out)
+        if saved:
+            checkpoint, epoch, history = saved
+            log(f"resuming {out} after epoch {epoch} of {config.epochs}")
+            return keras.models.load_model(checkpoint), history
+        model = build_model(config.model)
+        compile_model(model, config, steps_per_epoch=int(np.ceil(train_images / config.batch_size)))
+        return model, []
+
+
+def _fit(model, config: TrainConfig, out: Path, train_ds, val_ds, history: list[dict], callbacks) -> None:
+    """Train up to ``config.epochs``, one progress line per epoch (a bar within each on a terminal)."""
+    if len(history) >= config.epochs:
+        return
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        initial_epoch=len(history),
+        shuffle=False,  # the dataset shuffles itself; Keras would only warn that it cannot
+        verbose=1 if sys.stdout.isatty() else 2,
+        callbacks=[EpochCheckpoint(out, history), keras.callbacks.TensorBoard(str(out / "logs")), *callbacks],
+    )
+
+
+def _evaluate(config: TrainConfig, out: Path, data, history: list[dict]) -> runs.RunMetrics:
+    """Score the saved model on the training, validation and test images; write metrics and plots."""
+    metrics, probabilities = evaluation.evaluate(KerasClassifier(out / "model.keras"), data)
+    metrics = dataclasses.replace(
+        metrics,
+        model=config.model,
+        epochs=config.epochs,
+        train_seconds=round(sum(row["seconds"] for row in history), 2),
+    )
+    plots.learning_curves(history, out / "learning_curves.png")
+    plots.test_figures(metrics, data.x_test, data.y_test, probabilities, out)
+    runs.write_metrics(out, metrics)
+    return metrics
+
+
+def train(
+    config: TrainConfig, out: str | Path, resume: bool = False, log=print, callbacks=()
+) -> runs.RunMetrics:
     """Train (or resume) a run in ``out`` and return its metrics.
 
     ``callbacks`` are extra Keras callbacks (the benchmark uses one to score each epoch).
     """
     out = Path(out)
-    state_file = out / "checkpoints" / "state.json"
-    if resume:
-        if not (out / "config.json").is_file():
-            raise FileNotFoundError(f"{out}: no config.json, so nothing to resume")
-        if (out / "metrics.json").is_file():
-            raise RunExists(f"{out}: this run already finished (metrics.json exists)")
-        saved = mnist.read_run_config(out)
-        values = {**saved, "data_dir": config.data_dir or saved.get("data_dir")}
-        config = TrainConfig.from_dict(values, out / "config.json")
-    else:
-        # Point at --resume only where it can work: a run that started and did not finish.
-        unfinished = (out / "config.json").is_file() and not (out / "metrics.json").is_file()
-        check_new_folder(out, f", or continue it with: digits train --resume {out}" if unfinished else "")
-    config = config.resolved()
+    config = _settings(config, out, resume)
     strategy = strategy_for(config)
-    teacher = load_teacher(config) if config.teacher else None  # after the strategy sets up devices
     if use_mixed_precision_on_gpu():
         log("GPU found: training with mixed precision (float16 compute, float32 weights)")
 
-    # 1. Data: verified, scaled, split; before the run folder exists, so missing data leaves none behind.
+    # Data: verified, scaled, split; before the run folder exists, so missing data leaves none behind.
     data = mnist.prepare(config.data_dir, config.val_size, config.split_seed, config.train_size)
     log(
         f"data: {len(data.x_train)} train / {len(data.x_val)} validation / {len(data.x_test)} test"
         f" images, checksums verified"
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
-    write_json(
-        out / "config.json",
-        {**asdict(config), "versions": versions(), "data_sha256": mnist.SHA256},
-    )
+    (out / runs.CHECKPOINTS).mkdir(exist_ok=True)
+    if not resume:
+        runs.write_config(out, config.run_config())
 
-    # 2. Input pipelines.
-    keras.utils.set_random_seed(config.seed)
-    targets = distillation_targets(teacher, data, log) if teacher else labels_for(config, data.y_train)
-    x_train, targets, held_out_negatives = add_negatives(config, data.x_train, targets, log)
-    train_ds = make_dataset(
-        x_train,
-        targets,
-        config.batch_size,
-        shuffle=True,
-        augment=config.augment,
-        seed=config.seed,
-    )
-    val_ds = None
-    if len(data.x_val):
-        val_ds = make_dataset(data.x_val, labels_for(config, data.y_val), 1024)
-
-    # 3. Model: fresh, or the last checkpoint with its optimizer state; on every device of the strategy.
-    history: list[dict] = []
-    initial_epoch = 0
-    with strategy.scope():
-        if resume and state_file.is_file():
-            state = read_json(state_file)
-            model = keras.models.load_model(out / "checkpoints" / state["checkpoint"])
-            history, initial_epoch = state["history"], state["epoch"]
-            log(f"resuming {out} after epoch {initial_epoch} of {config.epochs}")
-        else:
-            model = build_model(config.model)
-            steps = int(np.ceil(len(data.x_train) / config.batch_size))
-            compile_model(model, config, steps_per_epoch=steps)
+    train_ds, val_ds, held_out_negatives = _pipelines(config, data, log)
+    model, history = _model(config, out, len(data.x_train), strategy, log)
     devices = f" on {strategy.num_replicas_in_sync} devices" if config.distribute else ""
     log(f"model: {config.model}, {model.count_params():,} parameters{devices}")
+    _fit(model, config, out, train_ds, val_ds, history, callbacks)
 
-    # 4. Fit, one progress line per epoch (a bar within each epoch on a terminal).
-    if initial_epoch < config.epochs:
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            shuffle=False,  # the dataset shuffles itself; Keras would only warn that it cannot
-            verbose=1 if sys.stdout.isatty() else 2,
-            callbacks=[
-                EpochCheckpoint(out, history),
-                keras.callbacks.TensorBoard(str(out / "logs")),
-                *callbacks,
-            ],
-        )
     if config.augment != "none":
         with strategy.scope():
-            recalibrate_if_better(model, data, config.seed, log)
+            batch_norm.recalibrate_if_better(model, data, config.seed, log)
     _save_model_atomic(_inference_copy(model), out / "model.keras")
     calibrate_run(out, data, held_out_negatives, config.seed, log)
-
-    # 5. Evaluate on the training and test images, write metrics and plots.
-    result = evaluation.evaluate(KerasClassifier(out / "model.keras"), data)
-    probabilities = result.pop("test_probabilities")
-    metrics = {
-        "model": config.model,
-        "epochs": config.epochs,
-        **result,
-        "train_seconds": round(sum(row["seconds"] for row in history), 2),
-    }
-    plots.learning_curves(history, out / "learning_curves.png")
-    plots.test_figures(metrics, data.x_test, data.y_test, probabilities, out)
-    write_json(out / "metrics.json", metrics)
-    for leftover in (out / "checkpoints").iterdir():
-        leftover.unlink()
-    (out / "checkpoints").rmdir()
+    metrics = _evaluate(config, out, data, history)
+    runs.remove_checkpoints(out)
     return metrics

@@ -1,0 +1,148 @@
+"""The routes: the drawing page and an offline API index (``pages``), and the JSON API (``api``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from digits import number_reader
+from digits.images import MAX_PIXELS
+from digits.inference import LOW_CONFIDENCE, reading
+from digits.preprocess import normalise
+from digits.segmentation import segment_number
+from digits.server.answers import ERRORS, IMAGE_BODY, DigitAnswer, NumberAnswer
+
+STATIC = Path(__file__).parent.parent / "static"
+
+pages = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api")
+
+
+def _pixels(image: np.ndarray) -> list[list[int]]:
+    """The 28x28 model input as rows of grey levels 0-255 (exact: the input is quantised to bytes)."""
+    return np.round(image * 255).astype(np.uint8).tolist()
+
+
+def _timing(times: dict, inference_start: float, start: float) -> dict:
+    end = time.perf_counter()
+    times["inference_ms"] = (end - inference_start) * 1e3
+    times["total_ms"] = (end - start) * 1e3
+    return {key: round(value, 3) for key, value in times.items()}
+
+
+def _image_info(image) -> dict:
+    return {"width": image.width, "height": image.height, "format": image.format}
+
+
+@pages.api_route("/", methods=["GET", "HEAD"])
+async def index():
+    return FileResponse(STATIC / "index.html")
+
+
+@pages.get("/docs")
+async def docs(request: Request):
+    rows = "".join(
+        f"<li><code>{method.upper()} {route}</code> {op.get('summary', '')}</li>"
+        for route, methods in request.app.openapi()["paths"].items()
+        for method, op in methods.items()
+    )
+    return HTMLResponse(
+        f"<!doctype html><title>digits API</title><h1>digits API</h1><ul>{rows}</ul>"
+        '<p>The full OpenAPI description: <a href="/openapi.json">/openapi.json</a>.</p>'
+    )
+
+
+@api.get("/health", summary="Liveness: the server is up and the model loaded")
+async def health(request: Request):
+    reader = request.app.state.reader
+    return {
+        "status": "ok",
+        "model": reader.classifier.name,
+        "uptime_s": round(time.monotonic() - reader.started, 1),
+        "pid": os.getpid(),  # which worker process answered (digits serve --workers N)
+    }
+
+
+@api.get("/model", summary="The model being served: name, test accuracy, input spec")
+async def model(request: Request):
+    return {**request.app.state.reader.info, "max_pixels": MAX_PIXELS}
+
+
+@api.post(
+    "/predict",
+    summary="Read one digit from an image",
+    openapi_extra={"requestBody": IMAGE_BODY},
+    responses={200: {"model": DigitAnswer}, **ERRORS},
+)
+async def predict(request: Request):
+    """Read the digit in an uploaded image (multipart ``file``, or JSON ``{"image": base64}``).
+
+    Returns the digit, its calibrated confidence, a ``low_confidence`` flag, ``not_a_digit`` (the
+    image does not look like a digit at all: a letter, a drawing, an object), the ten
+    probabilities, the 28x28 image the model saw (``processed``, grey levels 0-255) and timings.
+    """
+    reader = request.app.state.reader
+    start = time.perf_counter()
+    (image, processed), times = await reader.decoder.decoded(request, normalise)
+    inference_start = time.perf_counter()
+    row = (await reader.predictor.predict(processed[np.newaxis]))[0]
+    return JSONResponse(
+        {
+            **reading(row, reader.reject_below),
+            "processed": _pixels(processed),
+            "image": _image_info(image),
+            "timing": _timing(times, inference_start, start),
+        }
+    )
+
+
+@api.post(
+    "/predict-number",
+    summary="Read a multi-digit number from an image",
+    openapi_extra={"requestBody": IMAGE_BODY},
+    responses={200: {"model": NumberAnswer}, **ERRORS},
+)
+async def predict_number(request: Request):
+    """Read a number written left to right: each mark (or each part of a wide mark where
+    neighbours touch) is classified as one digit.
+
+    Returns ``number`` (a string of the marks that are digits), ``not_a_number`` (no mark is a
+    digit), ``confidence`` (the product of the digits': the chance that all are right), a
+    ``low_confidence`` flag and, for each mark, its box in the original image's pixels, its
+    reading (``not_a_digit`` for a stray mark, left out of ``number``) and the 28x28 image the
+    model saw.
+    """
+    reader = request.app.state.reader
+    start = time.perf_counter()
+    (image, candidates), times = await reader.decoder.decoded(request, segment_number)
+    inference_start = time.perf_counter()
+    rows = await reader.predictor.predict(number_reader.candidate_images(candidates))
+    marks = []
+    for crop, row in number_reader.choose(candidates, rows):
+        x, y, w, h = (round(v * image.scale) for v in crop.box)
+        marks.append(
+            {
+                **reading(row, reader.reject_below),
+                "box": {"x": x, "y": y, "width": w, "height": h},
+                "processed": _pixels(crop.image),
+            }
+        )
+    digits = [m for m in marks if not m["not_a_digit"]]
+    # The chance that every digit is right: a number is read right only if all of them are.
+    confidence = round(float(np.prod([m["confidence"] for m in digits or marks])), 6)
+    return JSONResponse(
+        {
+            "number": "".join(str(d["digit"]) for d in digits),
+            "not_a_number": not digits,
+            "confidence": confidence,
+            "low_confidence": confidence < LOW_CONFIDENCE,
+            "digits": marks,
+            "image": _image_info(image),
+            "timing": _timing(times, inference_start, start),
+        }
+    )

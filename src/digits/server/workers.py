@@ -1,0 +1,151 @@
+"""Running the app: uvicorn in one process, or in several, each with its own listening socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+from digits import DigitsError, import_tensorflow_quietly
+from digits.inference import resolve_model_path
+from digits.server.app import MAX_UPLOAD_BYTES, create_app
+
+
+def limit_tensorflow_threads(threads: int) -> None:
+    """Cap TensorFlow's thread pools; the web server needs the other cores for HTTP and decoding."""
+    import_tensorflow_quietly()
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # TensorFlow already started (tests, a second app): it keeps the pools it has.
+
+
+def serve(
+    model_path: str | os.PathLike | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    access_log: bool = False,
+    workers: int = 1,
+) -> None:
+    """Run the app with uvicorn until interrupted, in ``workers`` processes (each with the model)."""
+    import uvicorn
+
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {port}")
+    if max_upload_bytes < 1:
+        raise ValueError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
+    settings = {
+        "model_path": str(resolve_model_path(model_path)),  # fail here, before any worker starts
+        "max_upload_bytes": max_upload_bytes,
+    }
+    options = dict(host=host, port=port, access_log=access_log, log_level="info")
+    _check_port_free(host, port)  # before the model loads, and workers sharing a port would not fail
+    print(
+        f"serving {settings['model_path']} on http://{host}:{port}/ once {_workers(workers)} loaded it"
+        "  (API: /api/predict, /docs; Ctrl-C to stop)",
+        flush=True,
+    )
+    if workers == 1:
+        uvicorn.run(_app_from_settings(settings), **options)
+    elif hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
+        _run_reuse_port_workers(workers, settings, options)
+    else:
+        # Worker processes import the app by name and read their settings from the environment.
+        os.environ[_SETTINGS_ENV] = json.dumps(settings)
+        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+_SETTINGS_ENV = "DIGITS_SERVE_SETTINGS"
+
+
+def _app_from_settings(settings: dict):
+    """The app of one server process, from the settings ``serve`` checked."""
+    limit_tensorflow_threads(1)
+    return create_app(settings["model_path"], max_upload_bytes=settings["max_upload_bytes"])
+
+
+def app_from_environment():
+    """The app of one ``serve(workers=N)`` worker process, configured by ``serve`` through the environment."""
+    return _app_from_settings(json.loads(os.environ[_SETTINGS_ENV]))
+
+
+def _socket_for(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
+def _workers(count: int) -> str:
+    return "the worker has" if count == 1 else f"the {count} workers have"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with a clear message if the address is taken (shared SO_REUSEPORT binds would not fail)."""
+    with _socket_for(host) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # lingering closed connections are fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DigitsError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _run_reuse_port_workers(workers: int, settings: dict, options: dict) -> None:
+    """One listening socket per worker process, bound with SO_REUSEPORT.
+
+    uvicorn's own workers share one socket, and whichever process wakes first accepts every waiting
+    connection: with keep-alive clients one worker ends up with most of them. With a socket each, the
+    kernel spreads connections across the workers.
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    # Stopped with SIGTERM (kill, a service manager): leave through the cleanup below, workers included.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TensorFlow state forked
+    errors = context.SimpleQueue()  # why a worker could not start: every worker fails alike, say it once
+    processes = [
+        context.Process(target=_reuse_port_worker, args=(settings, options, errors)) for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        wait([process.sentinel for process in processes])  # until one stops: then stop them all
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reaches the workers too; they shut down on their own
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    if not errors.empty():
+        raise DigitsError(errors.get())
+    failed = [process.exitcode for process in processes if process.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        raise DigitsError(f"a server worker stopped with exit code {failed[0]}; see its messages above")
+
+
+def _reuse_port_worker(settings: dict, options: dict, errors) -> None:
+    import uvicorn
+
+    try:
+        app = _app_from_settings(settings)
+    except (DigitsError, FileNotFoundError, ValueError) as exc:  # for the parent to report, not a traceback
+        errors.put(str(exc))
+        sys.exit(2)
+    host, port = options["host"], options["port"]
+    sock = _socket_for(host)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,106 @@
+"""The run folder: typed, versioned config.json and metrics.json, and the report of the shipped models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digits import DigitsError, runs
+from digits.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_config_and_metrics_round_trip_with_their_schema_version(tmp_path):
+    config = runs.RunConfig("fast-cnn", "keras", 2000, 3, 1000, settings={"epochs": 2})
+    metrics = runs.RunMetrics("fast-cnn", 0.99, 0.03, 0.98, 10000, 1000, extra={"images_per_second": 5.0})
+    runs.write_config(tmp_path, config)
+    runs.write_metrics(tmp_path, metrics)
+    assert runs.read_config(tmp_path) == config and runs.read_metrics(tmp_path) == metrics
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    # Flat on disk: the extra figures beside the typed ones, for anyone reading the file.
+    assert written["images_per_second"] == 5.0 and written["schema_version"] == runs.SCHEMA_VERSION
+    assert runs.recorded_split(tmp_path) == (2000, 3) and config.train_images == 1000
+
+
+def test_a_folder_without_a_config_has_the_default_split_and_no_metrics(tmp_path):
+    assert runs.read_config(tmp_path) is None and runs.read_metrics(tmp_path) is None
+    assert runs.recorded_split(tmp_path) == (5000, 0)
+
+
+def test_writing_an_impossible_config_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown kind of run 'torch'"):
+        runs.write_config(tmp_path, runs.RunConfig("m", "torch", 5000, 0))
+    with pytest.raises(ValueError, match="val_size must be 0 or between 10 and 59990"):
+        runs.write_config(tmp_path, runs.RunConfig("m", "keras", 5, 0))
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_finished_runs_skip_other_schemas_and_damaged_files(tmp_path):
+    for name in ("new", "old", "damaged"):
+        (tmp_path / name).mkdir()
+    runs.write_config(tmp_path / "new", runs.RunConfig("seed-cnn", "keras", 5000, 0))
+    runs.write_metrics(tmp_path / "new", runs.RunMetrics("seed-cnn", 0.99, 0.03, 0.98, 10000, 55000))
+    (tmp_path / "old" / "metrics.json").write_text('{"model": "fast-cnn", "test_accuracy": 0.99}')
+    (tmp_path / "damaged" / "metrics.json").write_text("{")
+    found = runs.finished_runs(tmp_path)
+    assert [(folder.name, config.kind, metrics.model) for folder, config, metrics in found] == [
+        ("new", "keras", "seed-cnn")
+    ]
+    with pytest.raises(DigitsError, match="schema None, this version reads 1"):
+        runs.read_metrics(tmp_path / "old")
+
+
+def test_report_refuses_the_flags_of_other_benchmarks(capsys):
+    assert main(["benchmark", "--report", "--sets", "drawn"]) == 2
+    assert "--report scores the shipped models" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --report and --real-world exclude each other
+        main(["benchmark", "--report", "--real-world"])
+
+
+@pytest.mark.slow
+def test_report_scores_the_shipped_models_and_rewrites_the_readme_table(tmp_path, monkeypatch, mnist_dir):
+    from digits import report
+    from digits.inference import DEFAULT_MODEL
+
+    monkeypatch.setattr(report, "shipped_models", lambda: [("served by default", DEFAULT_MODEL.parent)])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "README.md").write_text(f"# x\n\n{report.START}\nstale\n{report.END}\n\nafter\n")
+    (tmp_path / "docs" / "real-world").mkdir(parents=True)
+    real_world = {
+        "model": "fast-cnn",
+        "sets": [{"set": "drawn", "images": 300, "accuracy": 0.99, "not_a_digit": 0.0}],
+    }
+    (tmp_path / "docs" / "real-world" / "results.json").write_text(json.dumps(real_world))
+
+    page = report.write_report("docs", mnist_dir, log=lambda *_: None)
+
+    text = page.read_text()
+    recorded = runs.read_metrics(DEFAULT_MODEL.parent).test_accuracy
+    # Scored anew on the test set, it must match what the model's run recorded.
+    assert f"| {100 * recorded:.2f}% |" in text and "Written by `digits benchmark --report` on " in text
+    assert "| drawn | 300 | 99.00% | 0.00% | – |" in text
+    assert (tmp_path / "docs" / "results.png").stat().st_size > 5_000
+    readme = (tmp_path / "README.md").read_text()
+    assert "stale" not in readme and readme.endswith(f"{report.END}\n\nafter\n")
+    assert f"{100 * recorded:.2f}%" in readme.split(report.START)[1]
+
+
+@pytest.mark.slow
+def test_the_lesson_script_trains_evaluates_and_leaves_a_run_folder_digits_reads(tmp_path, mnist_dir):
+    out = tmp_path / "lesson"
+    command = [sys.executable, str(ROOT / "mnist_cnn.py"), "--epochs", "1", "--out", str(out)]
+    done = subprocess.run(
+        [*command, "--data-dir", str(mnist_dir)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert "test accuracy   9" in done.stdout and "test R-squared  0.9" in done.stdout
+    metrics = runs.read_metrics(out)
+    assert metrics.test_accuracy > 0.97 and metrics.epochs == 1 and runs.read_config(out).kind == "keras"
+    assert not (out / "backup").exists()  # the backup goes once the run finished
+    again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "folder is not empty" in again.stderr  # finished work stays
