@@ -3,22 +3,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install report default-model handwriting-model best-model
+.PHONY: run test lint install install-dev report default-model handwriting-model best-model
 
+# make run needs only the package; make test also the dev extras (pytest, ruff, Playwright, ...).
 $(BIN)/.installed: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed
+install-dev: $(BIN)/.installed-dev
 
 ## make run: set up, then train and evaluate the seed CNN (python mnist_cnn.py)
 run: install
 	$(BIN)/python mnist_cnn.py
 
 ## make lint: ruff's linter and formatter check
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
