@@ -451,3 +451,12 @@ def test_output_into_a_closed_pipe_ends_quietly():
     err = process.stderr.read().decode()
     process.stderr.close()
     assert process.wait() == 1 and err == ""
+
+
+def test_version_and_python_dash_m_name_the_package_version():
+    from digits import __version__
+
+    script = str(Path(sys.executable).parent / "digits")  # the console script beside this interpreter
+    for command in ([script, "--version"], [sys.executable, "-m", "digits", "--version"]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stdout == f"digits {__version__}\n", command

@@ -18,9 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``digits`` subcommand."""
+    from digits import __version__
     from digits.cli import reading, training
 
     parser = argparse.ArgumentParser(prog="digits", description="Handwritten digit recognition on MNIST.")
+    parser.add_argument("--version", action="version", version=f"digits {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         training.add_data,
