@@ -126,7 +126,10 @@ metrics = dataclasses.replace(metrics, model="seed-cnn", epochs=args.epochs)
 history = [{**row, "epoch": row["epoch"] + 1} for row in runs.read_history(out)]
 settings = {"script": "mnist_cnn.py", "epochs": args.epochs, "batch_size": BATCH_SIZE, "augment": "affine"}
 runs.write_config(
-    out, runs.RunConfig("seed-cnn", "keras", 5000, SEED, settings=settings, versions=runs.versions())
+    out,
+    runs.RunConfig(
+        "seed-cnn", "keras", 5000, SEED, settings=settings, versions=runs.versions(), data_sha256=mnist.SHA256
+    ),
 )
 runs.write_metrics(out, metrics)
 plots.learning_curves(history, out / "learning_curves.png")

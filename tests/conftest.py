@@ -50,10 +50,8 @@ def dummy_run(folder: Path, config=None, metrics: bool = True) -> Path:
     folder.mkdir(parents=True)
     joblib.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), folder / "model.joblib")
     recorded = {"model": "dummy", "kind": "scikit-learn", "val_size": 5000, "split_seed": 0}
-    if config is None:
-        recorded = {**recorded, "schema_version": runs.SCHEMA_VERSION}
-    elif isinstance(config, dict):
-        recorded = {**recorded, "schema_version": runs.SCHEMA_VERSION, **config}
+    if config is None or isinstance(config, dict):
+        recorded = {**recorded, "schema_version": runs.SCHEMA_VERSION, **(config or {})}
     else:
         recorded = config
     (folder / "config.json").write_text(json.dumps(recorded))

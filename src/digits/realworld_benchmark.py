@@ -229,6 +229,18 @@ def score(name: str, answers: list[Answer], seconds: float) -> dict:
 # ---------------------------------------------------------------------------- the run
 
 
+def _set_sizes(scale: float) -> dict[str, int | None]:
+    """Each set's size: its default times ``scale``, at least 10. None is the whole of other-writers'
+    source, optdigits' 1,797 test digits, which a scale below 1 cuts down like the others."""
+    sizes = {}
+    for name, size in SETS.items():
+        if size is None and scale == 1:
+            sizes[name] = None
+        else:
+            sizes[name] = max(10, int((size or 1797) * scale))
+    return sizes
+
+
 def _build(name: str, rng: np.random.Generator, count: int | None, x_test, y_test) -> list:
     """The images of one set: samples to upload, or drawings for the page."""
     if name == "other-writers":
@@ -268,8 +280,7 @@ def run_real_world(
         raise ValueError(f"the scale must be in (0, 1], got {scale}")
     if "drawn" in chosen:
         check_browser()  # before any work, so a missing browser loses none
-    # other-writers is the whole optdigits test set (1,797 digits) unless scaled down.
-    counts = {name: max(10, int((n or 1797) * scale)) if n or scale < 1 else None for name, n in SETS.items()}
+    counts = _set_sizes(scale)
     (_, _), (x_test, y_test) = mnist.load_mnist(data_dir)
     app = create_app(model)
     out = Path(out)

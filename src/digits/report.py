@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -66,9 +67,7 @@ def score_models(data_dir=None, log=log_stderr) -> list[dict]:
         rows.append(
             {
                 "model": classifier.name,
-                "folder": str(
-                    folder.relative_to(Path.cwd()) if folder.is_relative_to(Path.cwd()) else folder
-                ),
+                "folder": os.path.relpath(folder),
                 "role": role,
                 "test_accuracy": test["accuracy"],
                 "test_r2": test["r2"],

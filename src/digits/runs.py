@@ -26,6 +26,9 @@ HISTORY_FILE = "history.csv"
 CHECKPOINTS = "checkpoints"
 #: In ``checkpoints/``: the newest complete checkpoint, its epoch and the history up to it.
 STATE_FILE = "state.json"
+#: ``(val_size, split_seed)`` of MNIST's default validation split: a bare model file's, when no
+#: config.json says otherwise.
+DEFAULT_SPLIT = (5000, 0)
 #: Kinds of run: a Keras training, a scikit-learn baseline, an ensemble of runs.
 KINDS = ("keras", "scikit-learn", "ensemble")
 
@@ -135,7 +138,7 @@ def read_config(folder: str | os.PathLike) -> RunConfig | None:
 def recorded_split(folder: str | os.PathLike) -> tuple[int, int]:
     """The validation split a model was trained beside; MNIST's default, (5000, 0), for a bare file."""
     config = read_config(folder)
-    return config.split if config else (5000, 0)
+    return config.split if config else DEFAULT_SPLIT
 
 
 def write_metrics(folder: str | os.PathLike, metrics: RunMetrics) -> None:

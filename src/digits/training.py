@@ -206,16 +206,17 @@ def labels_for(config: TrainConfig, y: np.ndarray) -> np.ndarray:
     return evaluation.one_hot(y) if _one_hot_targets(config) else y
 
 
-def calibrate_run(folder: Path, data, held_out_negatives, seed: int, log=print) -> None:
-    """Fit the run's temperature and "not a digit" threshold on validation; write calibration.json."""
+def calibrate_run(folder: Path, classifier, data, held_out_negatives, seed: int, log=print) -> None:
+    """Fit the run's temperature and "not a digit" threshold on validation; write calibration.json.
+
+    ``classifier`` is the run's saved model, loaded (see digits.inference).
+    """
     from digits.calibration import fit
 
     if not len(data.x_val):
         log("not calibrated: no validation split to fit the temperature on")
         return
-    calibration = fit(
-        KerasClassifier(folder / "model.keras"), data.x_val, data.y_val, held_out_negatives, seed
-    )
+    calibration = fit(classifier, data.x_val, data.y_val, held_out_negatives, seed)
     calibration.save(folder)
     fitted = calibration.fitted_on
     negatives = (
@@ -310,9 +311,9 @@ def _fit(model, config: TrainConfig, out: Path, train_ds, val_ds, history: list[
     )
 
 
-def _evaluate(config: TrainConfig, out: Path, data, history: list[dict]) -> runs.RunMetrics:
+def _evaluate(config: TrainConfig, out: Path, classifier, data, history: list[dict]) -> runs.RunMetrics:
     """Score the saved model on the training, validation and test images; write metrics and plots."""
-    metrics, probabilities = evaluation.evaluate(KerasClassifier(out / "model.keras"), data)
+    metrics, probabilities = evaluation.evaluate(classifier, data)
     metrics = dataclasses.replace(
         metrics,
         model=config.model,
@@ -359,7 +360,9 @@ def train(
         with strategy.scope():
             batch_norm.recalibrate_if_better(model, data, config.seed, log)
     _save_model_atomic(_inference_copy(model), out / "model.keras")
-    calibrate_run(out, data, held_out_negatives, config.seed, log)
-    metrics = _evaluate(config, out, data, history)
+    # The saved model, loaded once as inference will run it, for calibration and for the scores.
+    saved = KerasClassifier(out / "model.keras")
+    calibrate_run(out, saved, data, held_out_negatives, config.seed, log)
+    metrics = _evaluate(config, out, saved, data, history)
     runs.remove_checkpoints(out)
     return metrics

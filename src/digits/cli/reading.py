@@ -37,7 +37,7 @@ def cmd_evaluate(args) -> int:
     # The split and training subset the model was trained on: its validation score is clean, and
     # its train accuracy is the one training reported.
     recorded = runs.read_config(classifier.path.parent)
-    val_size, split_seed = recorded.split if recorded else (5000, 0)
+    val_size, split_seed = recorded.split if recorded else runs.DEFAULT_SPLIT
     train_size = recorded.train_size if recorded else None
     prepared = data.prepare(args.data_dir, val_size, split_seed, train_size)
     metrics, _ = evaluation.evaluate(classifier, prepared, log_stderr)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -13,16 +12,16 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from digits import read_json
+from digits import runs
+from digits.images import MAX_PIXELS
 from digits.inference import LOW_CONFIDENCE, load_classifier, not_a_digit_below, resolve_model_path
 from digits.server.answers import ApiError
 from digits.server.batching import BatchingPredictor
-from digits.server.routes import api, pages
+from digits.server.routes import STATIC, api, pages
 from digits.server.uploads import Decoder
 
 #: Largest request body accepted (an image, or its base64 in JSON), checked before decoding.
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-STATIC = Path(__file__).parent.parent / "static"
 
 
 @dataclass
@@ -37,14 +36,13 @@ class Reader:
     started: float
 
 
-def model_info(classifier, path: Path) -> dict:
+def model_info(classifier) -> dict:
     """``GET /api/model``'s description of the model being served."""
-    metrics_file = path.parent / "metrics.json" if path.is_file() else path / "metrics.json"
-    metrics = read_json(metrics_file) if metrics_file.is_file() else {}
+    metrics = runs.read_metrics(classifier.path.parent)
     return {
         "name": classifier.name,
         "file": classifier.path.name,
-        "test_accuracy": metrics.get("test_accuracy"),
+        "test_accuracy": metrics.test_accuracy if metrics else None,
         "input": {
             "shape": [28, 28, 1],
             "dtype": "float32",
@@ -55,6 +53,7 @@ def model_info(classifier, path: Path) -> dict:
         "low_confidence_below": LOW_CONFIDENCE,
         "calibrated": hasattr(classifier, "calibration"),
         "not_a_digit_below": not_a_digit_below(classifier),
+        "max_pixels": MAX_PIXELS,
     }
 
 
@@ -76,7 +75,7 @@ def create_app(model_path: str | os.PathLike | None = None, *, max_upload_bytes:
     predictor = BatchingPredictor(classifier)
     for size in (1, 2, 8):  # trace the graph and set up its kernels before the first request
         predictor.predict_now(np.zeros((size, 28, 28), dtype=np.float32))
-    info = {**model_info(classifier, path), "max_upload_bytes": max_upload_bytes}
+    info = {**model_info(classifier), "max_upload_bytes": max_upload_bytes}
 
     app = FastAPI(
         title="digits",

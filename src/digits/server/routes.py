@@ -11,12 +11,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from digits import number_reader
-from digits.images import MAX_PIXELS
 from digits.inference import LOW_CONFIDENCE, reading
 from digits.preprocess import normalise
 from digits.segmentation import segment_number
 from digits.server.answers import ERRORS, IMAGE_BODY, DigitAnswer, NumberAnswer
 
+#: The drawing page's files.
 STATIC = Path(__file__).parent.parent / "static"
 
 pages = APIRouter(include_in_schema=False)
@@ -70,7 +70,7 @@ async def health(request: Request):
 
 @api.get("/model", summary="The model being served: name, test accuracy, input spec")
 async def model(request: Request):
-    return {**request.app.state.reader.info, "max_pixels": MAX_PIXELS}
+    return request.app.state.reader.info
 
 
 @api.post(
