@@ -58,6 +58,13 @@ def test_finished_runs_skip_other_schemas_and_damaged_files(tmp_path):
 def test_report_refuses_the_flags_of_other_benchmarks(capsys):
     assert main(["benchmark", "--report", "--sets", "drawn"]) == 2
     assert "--report scores the shipped models" in capsys.readouterr().err
+    for argv, message in (
+        (["--report", "--epochs", "3"], "--report scores the shipped models"),
+        (["--real-world", "--epochs", "3"], "--epochs go with the training benchmark, not --real-world"),
+        (["--sets", "drawn", "--scale", "0.1"], "--sets, --scale go with --real-world"),
+    ):
+        assert main(["benchmark", *argv]) == 2  # refused before any work: no data is read
+        assert message in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: --report and --real-world exclude each other
         main(["benchmark", "--report", "--real-world"])
 

@@ -147,9 +147,11 @@ def _check_tf_config() -> None:
 
 def _interrupted(out: Path) -> str:
     """What to tell someone who pressed Ctrl-C during ``digits train``."""
-    if (out / "checkpoints" / "state.json").is_file():
+    from digits import runs
+
+    if (out / runs.CHECKPOINTS / runs.STATE_FILE).is_file():
         return f"the last completed epoch is saved; continue with: digits train --resume {out}"
-    if (out / "config.json").is_file():
+    if (out / runs.CONFIG_FILE).is_file():
         return f"no epoch was completed yet; start it over with: digits train --resume {out}"
     return "training had not started, so nothing was saved; run the same command again"
 
@@ -294,12 +296,11 @@ def add_benchmark(commands) -> None:
         "--sets", nargs="+", metavar="SET", help="with --real-world: only these sets (default: all)"
     )
     benchmark.add_argument(
-        "--scale", type=float, default=1.0, help="with --real-world: a fraction of each set (quick looks)"
+        "--scale", type=float, help="with --real-world: a fraction of each set (default: 1; quick looks)"
     )
     benchmark.add_argument(
         "--models",
         nargs="+",
-        default=_BENCHMARK_MODELS,
         help="models to train, each with its default recipe (default: keras-example fast-cnn seed-cnn)",
     )
     benchmark.add_argument(
@@ -307,36 +308,62 @@ def add_benchmark(commands) -> None:
         help="new folder for runs, table and plot (default: runs/benchmark), the real-world report"
         " (default: runs/real-world) or --report's results.md (default: docs)",
     )
-    benchmark.add_argument("--seed", type=int, default=0, help="random seed for every run")
+    benchmark.add_argument("--seed", type=int, help="random seed for every run or set (default: 0)")
     benchmark.add_argument("--epochs", type=int, help="override every model's epochs (quick looks only)")
     benchmark.add_argument("--train-size", type=int, help="train on a subset (quick looks only)")
     add_data_dir_argument(benchmark)
     benchmark.set_defaults(func=cmd_benchmark)
 
 
+#: The flags of each kind of benchmark (besides --out and --data-dir), by argparse name and as typed.
+_BENCHMARK_FLAGS = {
+    "report": {},
+    "real_world": {"model": "--model", "sets": "--sets", "scale": "--scale", "seed": "--seed"},
+    "training": {"models": "--models", "seed": "--seed", "epochs": "--epochs", "train_size": "--train-size"},
+}
+
+
+def _check_benchmark_flags(args, kind: str) -> None:
+    """Refuse a flag that another kind of benchmark takes: this one would silently ignore it."""
+    given = {name: flag for flags in _BENCHMARK_FLAGS.values() for name, flag in flags.items()}
+    stray = [flag for name, flag in given.items() if getattr(args, name) is not None]
+    stray = [flag for flag in stray if flag not in _BENCHMARK_FLAGS[kind].values()]
+    if not stray:
+        return
+    if kind == "report":
+        raise ValueError("--report scores the shipped models; it takes only --out and --data-dir")
+    if kind == "real_world":
+        raise ValueError(f"{', '.join(stray)} go with the training benchmark, not --real-world")
+    raise ValueError(f"{', '.join(stray)} go with --real-world")
+
+
 def cmd_benchmark(args) -> int:
     """``digits benchmark``: models trained side by side, ``--real-world``, or ``--report``."""
-    if args.report:
+    kind = "report" if args.report else "real_world" if args.real_world else "training"
+    _check_benchmark_flags(args, kind)
+    seed = 0 if args.seed is None else args.seed
+    if kind == "report":
         from digits.report import write_report
 
-        if args.models != _BENCHMARK_MODELS or args.sets or args.scale != 1.0 or args.model:
-            raise ValueError("--report scores the shipped models; it takes only --out and --data-dir")
         print(f"wrote {write_report(args.out or 'docs', args.data_dir)}")
         return 0
-    if args.real_world:
+    if kind == "real_world":
         from digits.realworld_benchmark import headline, run_real_world
 
+        scale = 1.0 if args.scale is None else args.scale
         rows = run_real_world(
-            args.model, args.out or "runs/real-world", args.data_dir, args.seed, args.sets, args.scale
+            args.model, args.out or "runs/real-world", args.data_dir, seed, args.sets, scale
         )
         print(headline(rows))
         return 0
-    if args.model or args.sets or args.scale != 1.0:
-        raise ValueError("--model, --sets and --scale go with --real-world")
     from digits.benchmark import run_benchmark
 
-    args.out = args.out or "runs/benchmark"
     run_benchmark(
-        args.models, args.out, args.data_dir, args.seed, epochs=args.epochs, train_size=args.train_size
+        args.models or _BENCHMARK_MODELS,
+        args.out or "runs/benchmark",
+        args.data_dir,
+        seed,
+        epochs=args.epochs,
+        train_size=args.train_size,
     )
     return 0
