@@ -3,17 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev report default-model handwriting-model best-model
+.PHONY: run test lint lock install install-dev report default-model handwriting-model best-model
 
-# make run needs only the package; make test also the dev extras (pytest, ruff, Playwright, ...).
-$(BIN)/.installed: pyproject.toml requirements.txt
+# make run needs the package with its training extra; make test also the dev extras (pytest, ruff, ...).
+# Every version, transitive ones included, comes from the lock file (make lock writes it).
+LOCK := requirements/lock.txt
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[train]'
 	touch $@
 
 $(BIN)/.installed-dev: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[train,dev]'
 	touch $@
 
 install: $(BIN)/.installed
@@ -23,10 +25,16 @@ install-dev: $(BIN)/.installed-dev
 run: install
 	$(BIN)/python mnist_cnn.py
 
-## make lint: ruff's linter and formatter check
+## make lint: ruff's linter and formatter check, hadolint on the Dockerfile
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+## make lock: pin every dependency, transitive ones included, for Python 3.11-3.13 on every platform
+lock: install-dev
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 --no-header \
+		--quiet -o $(LOCK)
 
 ## make test: set up with the dev extras, lint, run the tests
 test: lint
@@ -41,8 +49,9 @@ default-model: install
 	$(BIN)/digits train --model fast-cnn --epochs 12 --batch-size 128 --learning-rate 3e-3 --augment affine \
 		--out runs/default-model
 	$(BIN)/digits calibrate runs/default-model
-	cp runs/default-model/model.keras runs/default-model/metrics.json runs/default-model/config.json \
-		runs/default-model/calibration.json src/digits/default_model/
+	$(BIN)/digits export runs/default-model --format onnx
+	cp runs/default-model/model.keras runs/default-model/model.onnx runs/default-model/metrics.json \
+		runs/default-model/config.json runs/default-model/calibration.json src/digits/default_model/
 
 ## make handwriting-model: retrain models/fast-cnn-wide-handwriting (strangers' hands, "not a digit");
 ## its non-digit examples need Fashion-MNIST (apt-get install dataset-fashion-mnist); about 40 minutes
@@ -50,9 +59,10 @@ handwriting-model: install
 	$(BIN)/digits train --model fast-cnn-wide --augment handwriting --negatives 15000 \
 		--out runs/fast-cnn-wide-handwriting
 	mkdir -p models/fast-cnn-wide-handwriting
-	cp runs/fast-cnn-wide-handwriting/model.keras runs/fast-cnn-wide-handwriting/metrics.json \
-		runs/fast-cnn-wide-handwriting/config.json runs/fast-cnn-wide-handwriting/calibration.json \
-		models/fast-cnn-wide-handwriting/
+	$(BIN)/digits export runs/fast-cnn-wide-handwriting --format onnx
+	cp runs/fast-cnn-wide-handwriting/model.keras runs/fast-cnn-wide-handwriting/model.onnx \
+		runs/fast-cnn-wide-handwriting/metrics.json runs/fast-cnn-wide-handwriting/config.json \
+		runs/fast-cnn-wide-handwriting/calibration.json models/fast-cnn-wide-handwriting/
 
 ## make best-model: retrain the best single model kept in models/$(BEST_MODEL) (20-75 minutes, by host)
 # Named once: the folder changes whenever validation picks another run.
@@ -61,5 +71,6 @@ best-model: install
 	$(BIN)/digits train --model deep-cnn --ema 0.999 --epochs 40 --seed 3 --out runs/$(BEST_MODEL)
 	mkdir -p models/$(BEST_MODEL)
 	$(BIN)/digits calibrate runs/$(BEST_MODEL)
-	cp runs/$(BEST_MODEL)/model.keras runs/$(BEST_MODEL)/metrics.json runs/$(BEST_MODEL)/config.json \
-		runs/$(BEST_MODEL)/calibration.json models/$(BEST_MODEL)/
+	$(BIN)/digits export runs/$(BEST_MODEL) --format onnx
+	cp runs/$(BEST_MODEL)/model.keras runs/$(BEST_MODEL)/model.onnx runs/$(BEST_MODEL)/metrics.json \
+		runs/$(BEST_MODEL)/config.json runs/$(BEST_MODEL)/calibration.json models/$(BEST_MODEL)/

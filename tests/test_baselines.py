@@ -237,7 +237,7 @@ def test_cli_never_overwrites_an_earlier_run_or_a_file(capsys, tmp_path, monkeyp
     ):
         code = main(["baselines", "--models", "logreg", "--train-size", "1000", "--out", str(out)])
         err = capsys.readouterr().err
-        assert code == 2 and err.startswith(f"digits: error: {out}: {message}") and err.count("\n") == 1
+        assert code == 1 and err.startswith(f"digits: error: {out}: {message}") and err.count("\n") == 1
     assert (earlier / "results.md").read_text() == "earlier run" and (earlier / "knn").is_dir()
     assert (tmp_path / "notes.md").read_text() == "precious"
 

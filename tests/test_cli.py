@@ -40,7 +40,7 @@ def test_data_check_verifies_the_real_files(capsys, mnist_dir):
 
 def test_train_without_data_is_a_one_line_error(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "r"))
-    assert code == 2
+    assert code == 1
     assert err.startswith("digits: error: ") and err.count("\n") == 1 and "DIGITS_DATA_DIR" in err
     assert not (tmp_path / "r").exists()
 
@@ -60,7 +60,7 @@ def test_a_folder_that_cannot_be_written_is_one_line(capsys, tmp_path, mnist_dir
         "--data-dir",
         str(mnist_dir),
     )
-    assert code == 2 and err == f"digits: error: {out}: not a directory\n"
+    assert code == 1 and err == f"digits: error: {out}: not a directory\n"
 
 
 @pytest.mark.parametrize(
@@ -121,32 +121,32 @@ def test_a_run_folder_of_another_schema_is_refused_in_one_line(capsys, tmp_path)
     run_dir = dummy_run(tmp_path / "run", {"schema_version": None, "seed": 4})  # from before the schema
     for argv in (["evaluate", str(run_dir)], ["train", "--resume", str(run_dir)]):
         code, _, err = run(capsys, *argv)
-        assert code == 2 and _one_line_error(err, "written with run-folder schema None, this version reads 1")
+        assert code == 1 and _one_line_error(err, "written with run-folder schema None, this version reads 1")
 
 
 def test_train_refuses_to_overwrite_a_folder_with_work_in_it(capsys, tmp_path):
     (tmp_path / "model.keras").write_text("precious")
     code, _, err = run(capsys, "train", "--out", str(tmp_path))
-    assert code == 2 and "not empty" in err and "--resume" not in err  # not a run: nothing to resume
+    assert code == 1 and "not empty" in err and "--resume" not in err  # not a run: nothing to resume
     assert (tmp_path / "model.keras").read_text() == "precious"
     (tmp_path / "config.json").write_text("{}")  # a run that started
     code, _, err = run(capsys, "train", "--out", str(tmp_path))
-    assert code == 2 and f"continue it with: digits train --resume {tmp_path}" in err
+    assert code == 1 and f"continue it with: digits train --resume {tmp_path}" in err
     (tmp_path / "metrics.json").write_text("{}")  # and finished
     code, _, err = run(capsys, "train", "--out", str(tmp_path))
-    assert code == 2 and "not empty" in err and "--resume" not in err
+    assert code == 1 and "not empty" in err and "--resume" not in err
 
 
 def test_resume_of_a_folder_that_is_no_run_is_an_error(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--resume", str(tmp_path))
-    assert code == 2 and "nothing to resume" in err
+    assert code == 1 and "nothing to resume" in err
 
 
 def test_predict_and_evaluate_with_a_missing_model_are_errors(capsys, tmp_path):
     code, _, err = run(capsys, "predict", str(tmp_path), "x.png")
-    assert code == 2 and "no model.keras, model.joblib, ensemble.json" in err
+    assert code == 1 and "no model.onnx, model.keras, model.joblib, ensemble.json" in err
     code, _, err = run(capsys, "evaluate", str(tmp_path / "m.keras"))
-    assert code == 2 and "no such model file" in err
+    assert code == 1 and "no such model file" in err
 
 
 def test_a_damaged_run_file_is_named_in_a_one_line_error(capsys, tmp_path):
@@ -156,9 +156,9 @@ def test_a_damaged_run_file_is_named_in_a_one_line_error(capsys, tmp_path):
     joblib.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), tmp_path / "model.joblib")
     (tmp_path / "config.json").write_text('{"model": "dummy", "se')  # cut off mid-write by hand
     code, _, err = run(capsys, "evaluate", str(tmp_path))
-    assert code == 2 and f"{tmp_path / 'config.json'}: not valid JSON" in err
+    assert code == 1 and f"{tmp_path / 'config.json'}: not valid JSON" in err
     code, _, err = run(capsys, "train", "--resume", str(tmp_path))
-    assert code == 2 and f"{tmp_path / 'config.json'}: not valid JSON" in err
+    assert code == 1 and f"{tmp_path / 'config.json'}: not valid JSON" in err
 
 
 def test_bad_npy_input_is_rejected_with_its_shape(tmp_path):
@@ -175,7 +175,7 @@ def test_a_damaged_model_file_is_a_one_line_error(capsys, tmp_path, name):
     (tmp_path / name).write_bytes(b"not a model at all")
     np.save(tmp_path / "digit.npy", np.zeros((28, 28)))
     code, _, err = run(capsys, "predict", str(tmp_path), str(tmp_path / "digit.npy"))
-    assert code == 2 and f"{name}: not a readable model file" in err and "Traceback" not in err
+    assert code == 1 and f"{name}: not a readable model file" in err and "Traceback" not in err
 
 
 # ---------------------------------------------------------------------------- review fixes
@@ -214,7 +214,8 @@ def test_a_run_file_that_is_no_model_is_a_one_line_error(capsys, tmp_path, monke
         ["predict", f"{run_dir}/{name}", str(tmp_path / "digit.npy")],
     ):
         code, _, err = run(capsys, *argv)
-        assert code == 2 and _one_line_error(err, f"{name}: not a .keras, .joblib or ensemble.json model")
+        message = f"{name}: not a .onnx, .keras, .joblib or ensemble.json model"
+        assert code == 1 and _one_line_error(err, message)
 
 
 def test_damaged_ensemble_and_config_files_are_one_line_errors(capsys, tmp_path):
@@ -222,11 +223,11 @@ def test_damaged_ensemble_and_config_files_are_one_line_errors(capsys, tmp_path)
     ensemble.mkdir()
     (ensemble / "ensemble.json").write_text('{"members": 5}')
     code, _, err = run(capsys, "evaluate", str(ensemble))
-    assert code == 2 and _one_line_error(err, "ensemble.json: not an ensemble file")
+    assert code == 1 and _one_line_error(err, "ensemble.json: not an ensemble file")
     listed = tmp_path / "listed"
     _dummy_run(listed, [])
     code, _, err = run(capsys, "evaluate", str(listed))
-    assert code == 2 and _one_line_error(err, "config.json: not a run file")
+    assert code == 1 and _one_line_error(err, "config.json: not a run file")
     from digits.training import TrainConfig, train
 
     unfinished = tmp_path / "unfinished"
@@ -240,7 +241,7 @@ def test_train_into_an_existing_file_is_a_one_line_error(capsys, tmp_path, monke
     monkeypatch.setattr("digits.data.prepare", _must_not_run)
     (tmp_path / "notes.md").write_text("precious")
     code, _, err = run(capsys, "train", "--epochs", "1", "--out", str(tmp_path / "notes.md"))
-    assert code == 2 and _one_line_error(err, "notes.md: exists and is not a folder")
+    assert code == 1 and _one_line_error(err, "notes.md: exists and is not a folder")
     assert (tmp_path / "notes.md").read_text() == "precious"
 
 
@@ -374,7 +375,7 @@ def test_predict_without_a_model_uses_the_default_one(capsys, tmp_path, monkeypa
     code, out, _ = run(capsys, "predict", str(tmp_path / "scan"), str(tmp_path / "one.npy"))
     assert code == 1 and out.count("\n") == 1  # scan is no .npy, so not readable; one.npy is read
     code, _, err = run(capsys, "predict", str(tmp_path / "rnu"), str(tmp_path / "one.npy"))
-    assert code == 2 and _one_line_error(err, "rnu: no model there")
+    assert code == 1 and _one_line_error(err, "rnu: no model there")
 
 
 def test_evaluate_scores_the_training_subset_the_run_was_trained_on(capsys, tmp_path, monkeypatch):

@@ -351,7 +351,7 @@ def test_an_ensemble_never_overwrites_a_run_or_a_file_and_says_so_before_scoring
         (members[0], "folder is not empty; choose another --out"),
         (tmp_path / "notes.md", "exists and is not a folder"),
     ):
-        assert main(["ensemble", "--members", *members, "--out", str(out)]) == 2
+        assert main(["ensemble", "--members", *members, "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"digits: error: {out}: {message}") and err.count("\n") == 1
     assert (tmp_path / "a" / "config.json").read_text() == before
@@ -380,7 +380,7 @@ def test_benchmark_checks_every_value_before_training_and_leaves_no_folder(tmp_p
         assert err.startswith("digits: error: ") and message in err and err.count("\n") == 1
         assert not out.exists()
     (out / "fast-cnn").mkdir(parents=True)
-    assert main(["benchmark", "--models", "fast-cnn", "--out", str(out)]) == 2
+    assert main(["benchmark", "--models", "fast-cnn", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "choose another --out" in err and "--resume" not in err
 
@@ -392,7 +392,7 @@ def test_only_an_ensemble_json_is_loaded_as_an_ensemble(tmp_path):
     (run,) = _dummy_runs(tmp_path, {"run": {}})
     (tmp_path / "run" / "metrics.json").write_text('{"model": "dummy"}')
     for name in ("config.json", "metrics.json"):
-        with pytest.raises(DigitsError, match=f"{name}: not a .keras, .joblib or ensemble.json model"):
+        with pytest.raises(DigitsError, match=f"{name}: not a .onnx, .keras, .joblib or ensemble.json model"):
             load_classifier(Path(run) / name)
 
 

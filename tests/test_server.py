@@ -459,7 +459,7 @@ def test_one_worker_on_a_taken_port_fails_before_loading_the_model(untrained_mod
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert main(["serve", "--model", str(untrained_model), "--workers", "1", "--port", str(port)]) == 2
+        assert main(["serve", "--model", str(untrained_model), "--workers", "1", "--port", str(port)]) == 1
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
@@ -473,7 +473,7 @@ def test_workers_report_a_damaged_model_in_one_line(tmp_path):
     done = subprocess.run(
         [*command, "--port", str(_free_port())], capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 2
+    assert done.returncode == 1
     # Said once, by the server, not once per worker.
     assert done.stderr == f"digits: error: {damaged}: not a readable model file (ValueError)\n"
 
@@ -486,7 +486,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 def test_serve_command_reports_a_missing_model(tmp_path, capsys):
     from digits.cli import main
 
-    assert main(["serve", "--model", str(tmp_path / "nothing.keras")]) == 2
+    assert main(["serve", "--model", str(tmp_path / "nothing.keras")]) == 1
     assert "no model there" in capsys.readouterr().err
 
 

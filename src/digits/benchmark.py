@@ -86,10 +86,10 @@ def run_benchmark(
         log(f"== {name}")
         rows.append(_train_and_score(name, config, out / name, x_test, y_test, log))
         log(_row_text(rows[-1]))
-    # The model that serve and predict use, timed in the same run as the reference.
+    # The model that serve and predict use, timed in the same run and through Keras as the rows are.
     default_rate = None
-    if DEFAULT_MODEL.is_file():
-        default_rate = images_per_second(KerasClassifier(DEFAULT_MODEL), x_test)
+    if DEFAULT_MODEL.with_name("model.keras").is_file():
+        default_rate = images_per_second(KerasClassifier(DEFAULT_MODEL.with_name("model.keras")), x_test)
     machine_name = machine()
     overrides = {"epochs": epochs, "train_size": train_size}
     report = {

@@ -74,7 +74,7 @@ def score_models(data_dir=None, log=log_stderr) -> list[dict]:
                 "val_accuracy": recorded.val_accuracy if recorded else None,
                 "train_seconds": recorded.train_seconds if recorded else None,
                 "images_per_second": images_per_second(classifier, x_test),
-                "megabytes": sum(f.stat().st_size for f in folder.glob("model.*")) / 1e6,
+                "megabytes": classifier.path.stat().st_size / 1e6,
             }
         )
     return rows

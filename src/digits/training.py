@@ -7,9 +7,11 @@ statistics, the saved model, calibration), evaluate. What it writes is described
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -175,7 +177,21 @@ def strategy_for(config: TrainConfig):
     if config.distribute is None:
         return tf.distribute.get_strategy()  # the default, single-device strategy
     if config.distribute == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+
+        class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+            """Keras 3.15's fit hands this strategy what it cannot reduce: an (images, labels) batch
+            in one call, and scalar metrics "along axis 0". Reduce each tensor, scalars across workers."""
+
+            def reduce(self, reduce_op, value, axis):
+                reduce_one = super().reduce
+
+                def one(v):
+                    local = self.experimental_local_results(v)[0]
+                    return reduce_one(reduce_op, v, None if local.shape.rank == 0 else axis)
+
+                return tf.nest.map_structure(one, value)
+
+        return MultiWorkerStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -326,14 +342,38 @@ def _evaluate(config: TrainConfig, out: Path, classifier, data, history: list[di
     return metrics
 
 
+def is_multi_worker_chief() -> bool:
+    """Whether this process leads a multi-worker run (``TF_CONFIG``'s chief, else worker 0)."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = tf_config.get("task", {})
+    if "chief" in tf_config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
+
+
 def train(
     config: TrainConfig, out: str | Path, resume: bool = False, log=print, callbacks=()
 ) -> runs.RunMetrics:
     """Train (or resume) a run in ``out`` and return its metrics.
 
-    ``callbacks`` are extra Keras callbacks (the benchmark uses one to score each epoch).
+    ``callbacks`` are extra Keras callbacks (the benchmark uses one to score each epoch). In a
+    multi-worker run every worker trains the one model, and only the chief writes ``out``: the
+    others work in a scratch folder they remove.
     """
     out = Path(out)
+    if config.distribute == "multi-worker":
+        if resume:
+            raise ValueError(
+                "a multi-worker run cannot be resumed (each worker would need the chief's folder)"
+            )
+        if not is_multi_worker_chief():
+            with tempfile.TemporaryDirectory(prefix="digits-worker-") as scratch:
+                return _train(config, Path(scratch) / "run", False, log, callbacks)
+    return _train(config, out, resume, log, callbacks)
+
+
+def _train(config: TrainConfig, out: Path, resume: bool, log, callbacks) -> runs.RunMetrics:
+    """``train``'s steps, in this process's folder."""
     config = _settings(config, out, resume)
     strategy = strategy_for(config)
     if use_mixed_precision_on_gpu():

@@ -2,8 +2,9 @@
 
 ``digits.cli.training`` makes and measures models (data, models, train, baselines, ensemble,
 benchmark); ``digits.cli.reading`` uses them (evaluate, calibrate, predict, serve). Every command turns
-expected failures (missing data, bad files, bad flags) into a one-line ``digits: error: ...`` message
-and a non-zero exit, never a traceback.
+expected failures into a one-line ``digits: error: ...`` message, never a traceback, and exits 1 for
+a runtime failure (missing data, bad files, a busy port) or 2 for a usage error (bad flags), as
+argparse does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         training.add_train,
         reading.add_evaluate,
         reading.add_calibrate,
+        reading.add_export,
         reading.add_predict,
         reading.add_serve,
         training.add_baselines,
@@ -42,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: The commands whose modules import Keras, and so TensorFlow, as they load (the others load it, quietly
 #: too, only when a Keras model is loaded: see KerasClassifier).
-_TENSORFLOW_COMMANDS = {"train", "benchmark"}
+_TENSORFLOW_COMMANDS = {"train", "benchmark", "export"}
+
+
+#: The libraries of the ``[train]`` extra; the base install reads and serves digits without them.
+_TRAINING_LIBRARIES = {"tensorflow", "keras", "sklearn", "matplotlib", "pooch", "tf2onnx", "onnx"}
+_TRAINING_EXTRA = "the training libraries (TensorFlow, scikit-learn): pip install 'digits[train]'"
 
 
 def _message(exc: Exception) -> str:
@@ -69,9 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         # flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (DigitsError, OSError, ValueError) as exc:  # files that cannot be read or written included
+    except (DigitsError, OSError) as exc:  # runtime: missing or damaged files and data, a busy port
         print(f"digits: error: {_message(exc)}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # usage: a flag's value or a combination of flags the command refuses
+        print(f"digits: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in _TRAINING_LIBRARIES:
+            print(f"digits: error: digits {args.command} needs {_TRAINING_EXTRA}", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""Commands that use trained models: evaluate, calibrate, predict, serve."""
+"""Commands that use trained models: evaluate, calibrate, export, predict, serve."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from digits.cli.flags import add_data_dir_argument
 def add_evaluate(commands) -> None:
     """``digits evaluate``."""
     evaluate = commands.add_parser("evaluate", help="metrics of a trained model on MNIST")
-    evaluate.add_argument("model", help="run or ensemble folder, .keras or .joblib file")
+    evaluate.add_argument("model", help="run or ensemble folder, .onnx, .keras or .joblib file")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--tta", action="store_true", help="average over the image and 1-pixel shifts")
     add_data_dir_argument(evaluate)
@@ -82,6 +82,32 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def add_export(commands) -> None:
+    """``digits export``."""
+    from digits.export import FORMATS
+
+    export = commands.add_parser(
+        "export", help="write a trained Keras model as ONNX, LiteRT (TFLite) or a TensorFlow SavedModel"
+    )
+    export.add_argument("model", help="run or ensemble folder, or .keras file")
+    export.add_argument("--format", required=True, choices=list(FORMATS), help="the format to write")
+    export.add_argument(
+        "--out",
+        help="where to write (default: beside the model, as model.onnx, model.tflite or saved_model/;"
+        " the ONNX file there is what predict, serve and evaluate then run)",
+    )
+    export.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    """``digits export``: one model file in another format."""
+    from digits.export import export
+
+    out = export(args.model, args.format, args.out)
+    print(f"exported {args.model} as {args.format} to {out}")
+    return 0
+
+
 def add_predict(commands) -> None:
     """``digits predict``."""
     predict = commands.add_parser(
@@ -93,8 +119,9 @@ def add_predict(commands) -> None:
         "paths",
         nargs="+",
         metavar="PATH",
-        help="MODEL: a run or ensemble folder, .keras or .joblib file (default: $DIGITS_MODEL, else the"
-        " packaged model); then each IMAGE: a PNG, JPEG, GIF, BMP, WebP or TIFF file, or a 28x28 .npy array",
+        help="MODEL: a run or ensemble folder, .onnx, .keras or .joblib file (default: $DIGITS_MODEL, else"
+        " the packaged model); then each IMAGE: a PNG, JPEG, GIF, BMP, WebP or TIFF file, or a 28x28"
+        " .npy array",
     )
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
     predict.set_defaults(func=cmd_predict)
@@ -103,7 +130,9 @@ def add_predict(commands) -> None:
 def _is_model(path: Path) -> bool:
     """A run or ensemble folder, a model file, or a missing path without a suffix (a mistyped run)."""
     return (
-        path.is_dir() or path.suffix in (".keras", ".joblib", ".json") or not (path.exists() or path.suffix)
+        path.is_dir()
+        or path.suffix in (".onnx", ".keras", ".joblib", ".json")
+        or not (path.exists() or path.suffix)
     )
 
 
@@ -151,18 +180,38 @@ def add_serve(commands) -> None:
     """``digits serve``."""
     serve = commands.add_parser("serve", help="run the web app and JSON API")
     serve.add_argument(
-        "--model", help="run folder, .keras or .joblib file (default: $DIGITS_MODEL, else the packaged model)"
+        "--model",
+        help="run folder, .onnx, .keras or .joblib file (default: $DIGITS_MODEL, else the packaged model)",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    # The container sets these three through the environment (see Dockerfile).
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("DIGITS_HOST", "127.0.0.1"),
+        help="address to listen on (default: $DIGITS_HOST, else 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get("DIGITS_PORT", "8000"),
+        help="port to listen on (default: $DIGITS_PORT, else 8000)",
+    )
     serve.add_argument(
         "--max-upload-mb", type=float, default=5.0, help="largest request body accepted, in MB (default: 5)"
     )
     serve.add_argument(
         "--workers",
         type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="server processes, each with its own model (default: 2, or 1 on a one-core machine)",
+        default=os.environ.get("DIGITS_WORKERS", str(min(2, os.cpu_count() or 1))),
+        help="server processes, each with its own model (default: $DIGITS_WORKERS, else 2, or 1 on a"
+        " one-core machine)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (e.g. https://example.org, or *) call the API; repeat for more"
+        " (default: none, so browsers allow only the server's own page)",
     )
     serve.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     serve.set_defaults(func=cmd_serve)
@@ -181,5 +230,6 @@ def cmd_serve(args) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         access_log=args.access_log,
         workers=args.workers,
+        cors_origins=tuple(args.cors_origin),
     )
     return 0

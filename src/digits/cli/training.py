@@ -182,6 +182,8 @@ def cmd_train(args) -> int:
         out = Path(args.out or Path("runs") / f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}")
         distribute = config.distribute
     if distribute == "multi-worker":
+        if args.resume:
+            raise ValueError(f"{out}: a multi-worker run cannot be resumed; start it again with a new --out")
         _check_tf_config()
     try:
         metrics = train(config, out, resume=bool(args.resume))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -17,6 +18,7 @@ from digits.images import MAX_PIXELS
 from digits.inference import LOW_CONFIDENCE, load_classifier, not_a_digit_below, resolve_model_path
 from digits.server.answers import ApiError
 from digits.server.batching import BatchingPredictor
+from digits.server.metrics import Metrics, MetricsMiddleware
 from digits.server.routes import STATIC, api, pages
 from digits.server.uploads import Decoder
 
@@ -34,6 +36,7 @@ class Reader:
     info: dict
     reject_below: float
     started: float
+    metrics: Metrics
 
 
 def model_info(classifier) -> dict:
@@ -66,12 +69,22 @@ async def _http_error(request: Request, exc: HTTPException):
     return JSONResponse({"error": code, "detail": exc.detail}, exc.status_code, headers=exc.headers)
 
 
-def create_app(model_path: str | os.PathLike | None = None, *, max_upload_bytes: int = MAX_UPLOAD_BYTES):
-    """The FastAPI application serving one model (see ``resolve_model_path`` for the default)."""
+def create_app(
+    model_path: str | os.PathLike | None = None,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    threads: int | None = None,
+    cors_origins: tuple[str, ...] = (),
+):
+    """The FastAPI application serving one model (see ``resolve_model_path`` for the default).
+
+    ``threads`` caps the model's compute threads; ``cors_origins`` are the web origins (such as
+    ``https://example.org``, or ``*``) whose pages may call the API from a browser: none by default.
+    """
     from digits import __version__
 
     path = resolve_model_path(model_path)
-    classifier = load_classifier(path)
+    classifier = load_classifier(path, threads)
     predictor = BatchingPredictor(classifier)
     for size in (1, 2, 8):  # trace the graph and set up its kernels before the first request
         predictor.predict_now(np.zeros((size, 28, 28), dtype=np.float32))
@@ -91,10 +104,19 @@ def create_app(model_path: str | os.PathLike | None = None, *, max_upload_bytes:
         info,
         not_a_digit_below(classifier),
         time.monotonic(),
+        Metrics(classifier.name),
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.include_router(pages)
     app.include_router(api)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.reader.metrics)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
     return app

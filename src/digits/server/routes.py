@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from digits import number_reader
 from digits.inference import LOW_CONFIDENCE, reading
@@ -57,6 +57,13 @@ async def docs(request: Request):
     )
 
 
+@pages.get("/metrics")
+async def metrics(request: Request):
+    """Prometheus metrics of every worker: requests, latency, answers, the model."""
+    exposed = request.app.state.reader.metrics
+    return Response(exposed.exposition(), media_type=exposed.content_type)
+
+
 @api.get("/health", summary="Liveness: the server is up and the model loaded")
 async def health(request: Request):
     reader = request.app.state.reader
@@ -91,9 +98,11 @@ async def predict(request: Request):
     (image, processed), times = await reader.decoder.decoded(request, normalise)
     inference_start = time.perf_counter()
     row = (await reader.predictor.predict(processed[np.newaxis]))[0]
+    answer = reading(row, reader.reject_below)
+    reader.metrics.count_answer(answer)
     return JSONResponse(
         {
-            **reading(row, reader.reject_below),
+            **answer,
             "processed": _pixels(processed),
             "image": _image_info(image),
             "timing": _timing(times, inference_start, start),
@@ -125,9 +134,11 @@ async def predict_number(request: Request):
     marks = []
     for crop, row in number_reader.choose(candidates, rows):
         x, y, w, h = (round(v * image.scale) for v in crop.box)
+        answer = reading(row, reader.reject_below)
+        reader.metrics.count_answer(answer)
         marks.append(
             {
-                **reading(row, reader.reject_below),
+                **answer,
                 "box": {"x": x, "y": y, "width": w, "height": h},
                 "processed": _pixels(crop.image),
             }

@@ -8,21 +8,10 @@ import signal
 import socket
 import sys
 
-from digits import DigitsError, import_tensorflow_quietly
+from digits import DigitsError
 from digits.inference import resolve_model_path
 from digits.server.app import MAX_UPLOAD_BYTES, create_app
-
-
-def limit_tensorflow_threads(threads: int) -> None:
-    """Cap TensorFlow's thread pools; the web server needs the other cores for HTTP and decoding."""
-    import_tensorflow_quietly()
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass  # TensorFlow already started (tests, a second app): it keeps the pools it has.
+from digits.server.metrics import MULTIPROCESS_ENV
 
 
 def serve(
@@ -33,8 +22,11 @@ def serve(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     access_log: bool = False,
     workers: int = 1,
+    cors_origins: tuple[str, ...] = (),
 ) -> None:
     """Run the app with uvicorn until interrupted, in ``workers`` processes (each with the model)."""
+    import tempfile
+
     import uvicorn
 
     if workers < 1:
@@ -46,6 +38,7 @@ def serve(
     settings = {
         "model_path": str(resolve_model_path(model_path)),  # fail here, before any worker starts
         "max_upload_bytes": max_upload_bytes,
+        "cors_origins": list(cors_origins),
     }
     options = dict(host=host, port=port, access_log=access_log, log_level="info")
     _check_port_free(host, port)  # before the model loads, and workers sharing a port would not fail
@@ -56,12 +49,19 @@ def serve(
     )
     if workers == 1:
         uvicorn.run(_app_from_settings(settings), **options)
-    elif hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
-        _run_reuse_port_workers(workers, settings, options)
-    else:
-        # Worker processes import the app by name and read their settings from the environment.
-        os.environ[_SETTINGS_ENV] = json.dumps(settings)
-        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+        return
+    # The workers' metrics, in files that whichever worker answers /metrics sums; gone afterwards.
+    with tempfile.TemporaryDirectory(prefix="digits-metrics-") as shared:
+        os.environ[MULTIPROCESS_ENV] = shared
+        try:
+            if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
+                _run_reuse_port_workers(workers, settings, options)
+            else:
+                # Worker processes import the app by name and read their settings from the environment.
+                os.environ[_SETTINGS_ENV] = json.dumps(settings)
+                uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+        finally:
+            del os.environ[MULTIPROCESS_ENV]
 
 
 _SETTINGS_ENV = "DIGITS_SERVE_SETTINGS"
@@ -69,8 +69,13 @@ _SETTINGS_ENV = "DIGITS_SERVE_SETTINGS"
 
 def _app_from_settings(settings: dict):
     """The app of one server process, from the settings ``serve`` checked."""
-    limit_tensorflow_threads(1)
-    return create_app(settings["model_path"], max_upload_bytes=settings["max_upload_bytes"])
+    # One thread for the model: the web server needs the other cores for HTTP and decoding.
+    return create_app(
+        settings["model_path"],
+        max_upload_bytes=settings["max_upload_bytes"],
+        threads=1,
+        cors_origins=tuple(settings["cors_origins"]),
+    )
 
 
 def app_from_environment():
