@@ -42,13 +42,13 @@ def dummy_run(folder: Path, config=None, metrics: bool = True) -> Path:
     """
     import json
 
-    import joblib
+    import skops.io
     from sklearn.dummy import DummyClassifier
 
     from digits import runs
 
     folder.mkdir(parents=True)
-    joblib.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), folder / "model.joblib")
+    skops.io.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), folder / "model.skops")
     recorded = {"model": "dummy", "kind": "scikit-learn", "val_size": 5000, "split_seed": 0}
     if config is None or isinstance(config, dict):
         recorded = {**recorded, "schema_version": runs.SCHEMA_VERSION, **(config or {})}

@@ -118,7 +118,7 @@ def test_train_one_measures_saves_and_reloads(tiny, tmp_path):
     assert 0.0 < metrics["test_r2"] <= 1.0 and metrics["test_loss"] > 0.0
     assert metrics["train_seconds"] > 0.0 and metrics["images_per_second"] > 0.0
     folder = tmp_path / "svm"
-    assert metrics["model_bytes"] == (folder / "model.joblib").stat().st_size
+    assert metrics["model_bytes"] == (folder / "model.skops").stat().st_size
     saved = runs.read_metrics(folder)
     assert (saved.model, saved.test_accuracy, saved.val_accuracy) == (
         "svm",

@@ -144,16 +144,16 @@ def test_resume_of_a_folder_that_is_no_run_is_an_error(capsys, tmp_path):
 
 def test_predict_and_evaluate_with_a_missing_model_are_errors(capsys, tmp_path):
     code, _, err = run(capsys, "predict", str(tmp_path), "x.png")
-    assert code == 1 and "no model.onnx, model.keras, model.joblib, ensemble.json" in err
+    assert code == 1 and "no model.onnx, model.keras, model.skops, ensemble.json, model.joblib" in err
     code, _, err = run(capsys, "evaluate", str(tmp_path / "m.keras"))
     assert code == 1 and "no such model file" in err
 
 
 def test_a_damaged_run_file_is_named_in_a_one_line_error(capsys, tmp_path):
-    import joblib
+    import skops.io
     from sklearn.dummy import DummyClassifier
 
-    joblib.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), tmp_path / "model.joblib")
+    skops.io.dump(DummyClassifier().fit(np.zeros((10, 784)), np.arange(10)), tmp_path / "model.skops")
     (tmp_path / "config.json").write_text('{"model": "dummy", "se')  # cut off mid-write by hand
     code, _, err = run(capsys, "evaluate", str(tmp_path))
     assert code == 1 and f"{tmp_path / 'config.json'}: not valid JSON" in err
@@ -170,7 +170,7 @@ def test_bad_npy_input_is_rejected_with_its_shape(tmp_path):
         load_image(tmp_path / "wrong.npy")
 
 
-@pytest.mark.parametrize("name", ["model.keras", "model.joblib"])
+@pytest.mark.parametrize("name", ["model.keras", "model.skops"])
 def test_a_damaged_model_file_is_a_one_line_error(capsys, tmp_path, name):
     (tmp_path / name).write_bytes(b"not a model at all")
     np.save(tmp_path / "digit.npy", np.zeros((28, 28)))
@@ -214,7 +214,7 @@ def test_a_run_file_that_is_no_model_is_a_one_line_error(capsys, tmp_path, monke
         ["predict", f"{run_dir}/{name}", str(tmp_path / "digit.npy")],
     ):
         code, _, err = run(capsys, *argv)
-        message = f"{name}: not a .onnx, .keras, .joblib or ensemble.json model"
+        message = f"{name}: not a .onnx, .keras, .skops or ensemble.json model"
         assert code == 1 and _one_line_error(err, message)
 
 

@@ -265,3 +265,58 @@ sys.exit(main(["predict", {str(keras_file)!r}, {str(image)!r}]))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert "a Keras model needs TensorFlow (pip install 'digits[train]'); or run its ONNX" in done.stderr
+
+
+# ---------------------------------------------------------------------------- model files from strangers
+
+
+class _RunsACommand:
+    """Unpickling this runs a shell command: what a crafted model.joblib does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("name", ["model.joblib", "model.pkl"])
+def test_a_pickled_model_is_refused_and_runs_nothing(name, tmp_path, capsys):
+    import pickle
+
+    marker = tmp_path / "code-ran"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / name).write_bytes(pickle.dumps(_RunsACommand(marker)))
+    image = tmp_path / "one.npy"
+    np.save(image, np.zeros((28, 28), np.float32))
+    model = tmp_path / "run" if name == "model.joblib" else tmp_path / "run" / name
+    assert main(["predict", str(model), str(image)]) == 1
+    assert _one_line_error(capsys.readouterr().err, "a pickle, which can run any code when loaded")
+    assert not marker.exists()
+
+
+def test_a_skops_model_naming_code_from_elsewhere_is_refused_before_it_is_built(tmp_path):
+    import os
+
+    import skops.io
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    skops.io.dump(make_pipeline(FunctionTransformer(os.system)), tmp_path / "model.skops")
+    with pytest.raises(
+        ModelError, match=r"model.skops: refers to .*system.*which loading could run; not loaded"
+    ):
+        load_classifier(tmp_path / "model.skops")
+
+
+def test_a_keras_model_with_python_code_in_it_is_refused(tmp_path, capsys):
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Lambda(lambda x: x[:, :10])]
+    )
+    model.save(tmp_path / "model.keras")
+    with pytest.raises(ModelError, match="model.keras: not a readable model file"):
+        load_classifier(tmp_path / "model.keras")

@@ -358,7 +358,7 @@ def test_an_ensemble_never_overwrites_a_run_or_a_file_and_says_so_before_scoring
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
         "config.json",
         "metrics.json",
-        "model.joblib",
+        "model.skops",
     ]
     assert (tmp_path / "notes.md").read_text() == "precious"
 
@@ -392,7 +392,7 @@ def test_only_an_ensemble_json_is_loaded_as_an_ensemble(tmp_path):
     (run,) = _dummy_runs(tmp_path, {"run": {}})
     (tmp_path / "run" / "metrics.json").write_text('{"model": "dummy"}')
     for name in ("config.json", "metrics.json"):
-        with pytest.raises(DigitsError, match=f"{name}: not a .onnx, .keras, .joblib or ensemble.json model"):
+        with pytest.raises(DigitsError, match=f"{name}: not a .onnx, .keras, .skops or ensemble.json model"):
             load_classifier(Path(run) / name)
 
 

@@ -111,3 +111,92 @@ def test_the_lesson_script_trains_evaluates_and_leaves_a_run_folder_digits_reads
     assert not (out / "backup").exists()  # the backup goes once the run finished
     again = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "folder is not empty" in again.stderr  # finished work stays
+
+
+# ---------------------------------------------------------------------------- one run per folder
+
+_HOLD = """
+import sys, time
+from digits import runs
+with runs.claimed(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.readline()  # until the test lets go
+"""
+
+
+def test_a_claimed_folder_refuses_a_second_run_at_once_and_is_free_when_the_first_ends(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(runs.RunBusy, match=f"a run in process {holder.pid} is writing to this folder"):
+            with runs.claimed(folder):
+                pass
+    finally:
+        holder.kill()  # as kill -9 would: the kernel lets go of the lock
+        holder.wait()
+    with runs.claimed(folder):
+        (folder / "config.json").write_text("{}")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]  # the lock file went with it
+
+
+def test_a_claim_that_wrote_nothing_leaves_no_folder_and_leftovers_count_as_empty(tmp_path):
+    with pytest.raises(RuntimeError):
+        with runs.claimed(tmp_path / "new"):
+            raise RuntimeError("the data could not be loaded")
+    assert not (tmp_path / "new").exists()
+    # What a run killed before its first write leaves: its lock file and an empty checkpoints/.
+    killed = tmp_path / "killed"
+    (killed / runs.CHECKPOINTS).mkdir(parents=True)
+    (killed / runs.LOCK_FILE).write_text("12345")
+    runs.check_new_folder(killed)
+    (killed / runs.CHECKPOINTS / "checkpoint-001.keras").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="folder is not empty"):
+        runs.check_new_folder(killed)
+
+
+def test_a_damaged_checkpoint_is_named_as_damaged(tmp_path, mnist_dir, capsys):
+    folder = tmp_path / "run"
+    settings = {"model": "seed-cnn", "epochs": 2, "train_size": 100, "val_size": 1000}
+    folder.mkdir()
+    runs.write_config(folder, runs.RunConfig("seed-cnn", "keras", 1000, 0, 100, settings=settings))
+    checkpoints = folder / runs.CHECKPOINTS
+    checkpoints.mkdir()
+    (checkpoints / "checkpoint-001.keras").write_bytes(b"PK\x03\x04 cut short")
+    history = [{"epoch": 1, "loss": 1.0}]
+    (checkpoints / runs.STATE_FILE).write_text(
+        json.dumps({"epoch": 1, "checkpoint": "checkpoint-001.keras", "history": history})
+    )
+    assert main(["train", "--resume", str(folder), "--data-dir", str(mnist_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint-001.keras: damaged checkpoint (" in err
+    assert f"remove {folder} and train again" in err
+    (checkpoints / "checkpoint-001.keras").unlink()
+    assert main(["train", "--resume", str(folder), "--data-dir", str(mnist_dir)]) == 1
+    assert "checkpoint-001.keras: missing, though" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_trainings_racing_for_one_folder_one_proceeds_and_the_other_refuses(tmp_path, mnist_dir):
+    out = tmp_path / "run"
+    common = ["--epochs", "1", "--train-size", "500", "--val-size", "500", "--data-dir", str(mnist_dir)]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "digits", "train", "--model", model, "--out", str(out), *common],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for model in ("seed-cnn", "fast-cnn")
+    ]
+    results = [(racer.wait(timeout=600), racer.stderr.read()) for racer in racers]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    winner = ("seed-cnn", "fast-cnn")[[code for code, _ in results].index(0)]
+    loser_err = next(err for code, err in results if code == 1)
+    assert "is writing to this folder" in loser_err or "folder is not empty" in loser_err
+    # The folder is the winner's alone: its config, its metrics, its model.
+    assert runs.read_config(out).model == winner and runs.read_metrics(out).model == winner
+    assert not (out / runs.LOCK_FILE).exists()

@@ -1,11 +1,11 @@
 """Classical machine-learning baselines: scikit-learn pipelines trained and measured like the CNNs.
 
 Every baseline is a scikit-learn :class:`~sklearn.pipeline.Pipeline` that takes flat float images,
-shaped (N, 784) in [0, 1], so a fitted one saved as ``model.joblib`` loads through
+shaped (N, 784) in [0, 1], so a fitted one saved as ``model.skops`` loads through
 :func:`digits.inference.load_classifier` and works with ``digits evaluate`` and ``digits predict``.
 Deskewing, a stateless moment-based shear, is an optional first step shared by all of them.
 
-A run folder ``OUT`` holds ``OUT/<name>/{model.joblib,config.json,metrics.json}`` per model, plus
+A run folder ``OUT`` holds ``OUT/<name>/{model.skops,config.json,metrics.json}`` per model, plus
 ``results.json``, ``results.md`` and ``results.png`` for all of them side by side with the CNN runs.
 
 The hyperparameters were chosen on the validation split (5,000 images carved from the training set),
@@ -27,7 +27,7 @@ import numpy as np
 from digits import check_choice, log_stderr, runs, write_json
 from digits.deskew import deskewer
 
-MODEL_FILE = "model.joblib"
+MODEL_FILE = "model.skops"
 
 # ---------------------------------------------------------------------------- the models
 
@@ -211,7 +211,7 @@ def _record(folder: Path, name: str, pipeline, config: BaselineConfig, row: dict
 
 def train_one(name: str, data, config: BaselineConfig, out: str | Path, log=log_stderr) -> dict:
     """Fit, measure and save one baseline into ``out/name``; returns its metrics."""
-    import joblib
+    import skops.io
 
     from digits.evaluation import summary
 
@@ -233,7 +233,7 @@ def train_one(name: str, data, config: BaselineConfig, out: str | Path, log=log_
 
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, folder / MODEL_FILE)
+    skops.io.dump(model, folder / MODEL_FILE)
     row = {
         "model": name,
         "deskew": config.deskew,

@@ -148,7 +148,8 @@ class KerasClassifier:
             limit_tensorflow_threads(threads)
 
         self.path = path
-        self.model = _load(path, keras.models.load_model)
+        # safe_mode: a Lambda layer's pickled Python code is refused rather than run.
+        self.model = _load(path, lambda p: keras.models.load_model(p, safe_mode=True))
         check_shapes(path, self.model.input_shape, self.model.output_shape)
         self.name = _run_name(path) or self.model.name
         inference = batch_norm.fold_batch_norm(self.model)
@@ -170,17 +171,26 @@ class KerasClassifier:
 
 
 class SklearnClassifier:
-    """A fitted scikit-learn pipeline (saved with joblib) behind the common ``predict_proba`` interface."""
+    """A fitted scikit-learn pipeline, saved with skops, behind the common ``predict_proba`` interface.
+
+    skops stores the objects' state, not pickled code; a file naming any type outside scikit-learn,
+    NumPy, SciPy and this package (a function such as ``os.system``, a class from elsewhere) is refused
+    before anything in it is built, so a model file from a stranger cannot run code.
+    """
+
+    TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "digits.")
 
     def __init__(self, path: Path, threads: int | None = None):
         try:
-            import joblib
-            import sklearn  # noqa: F401
+            import skops.io
         except ModuleNotFoundError:
             raise ModelError(f"{path}: a scikit-learn model needs pip install 'digits[train]'") from None
-
         self.path = path
-        self.model = _load(path, joblib.load)
+        listed = _load(path, lambda p: skops.io.get_untrusted_types(file=p))
+        refused = [name for name in listed if not name.startswith(self.TRUSTED_MODULES)]
+        if refused:
+            raise ModelError(f"{path}: refers to {', '.join(refused)}, which loading could run; not loaded")
+        self.model = _load(path, lambda p: skops.io.load(p, trusted=listed))
         self.name = _run_name(path) or type(self.model).__name__
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -243,16 +253,17 @@ def _run_name(path: Path) -> str | None:
     return config.model if config else None
 
 
-LOADERS = {".onnx": OnnxClassifier, ".keras": KerasClassifier, ".joblib": SklearnClassifier}
+LOADERS = {".onnx": OnnxClassifier, ".keras": KerasClassifier, ".skops": SklearnClassifier}
 #: What a run folder's model is, first found first: its ONNX export runs fastest and without TensorFlow.
-MODEL_FILES = ("model.onnx", "model.keras", "model.joblib", "ensemble.json")
+#: (``model.joblib``, what baselines were saved as before, is found only to be refused: see below.)
+MODEL_FILES = ("model.onnx", "model.keras", "model.skops", "ensemble.json", "model.joblib")
 
 
 def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
     """The model to use: the argument, else ``$DIGITS_MODEL``, else the packaged default model."""
     path = Path(model_path or os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
     if not path.exists():
-        hint = "name a model: a run or ensemble folder, or a .onnx/.keras/.joblib file"
+        hint = "name a model: a run or ensemble folder, or a .onnx/.keras/.skops file"
         if path == DEFAULT_MODEL:
             hint += " or restore the packaged default model"
         raise DigitsError(f"{path}: no model there; {hint}")
@@ -260,7 +271,7 @@ def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
 
 
 def load_classifier(path: str | Path, threads: int | None = None):
-    """Load a trained model from a run folder, or a ``.onnx`` / ``.keras`` / ``.joblib`` /
+    """Load a trained model from a run folder, or a ``.onnx`` / ``.keras`` / ``.skops`` /
     ``ensemble.json`` file; ``threads`` caps the threads it computes with (default: the library's).
 
     Where the folder holds a ``calibration.json`` (``digits calibrate``), the model answers with
@@ -284,8 +295,13 @@ def load_uncalibrated(path: str | Path, threads: int | None = None):
     # Only the ensemble's own file: a run's config.json or metrics.json is no model.
     if path.name == "ensemble.json":
         return EnsembleClassifier.load(path, threads)
+    if path.suffix in (".joblib", ".pkl", ".pickle"):
+        raise ModelError(
+            f"{path}: a pickle, which can run any code when loaded, so it is not loaded; retrain the model"
+            " (digits baselines saves model.skops)"
+        )
     if path.suffix not in LOADERS:
         raise ModelError(
-            f"{path}: not a .onnx, .keras, .joblib or ensemble.json model; pass the run folder instead"
+            f"{path}: not a .onnx, .keras, .skops or ensemble.json model; pass the run folder instead"
         )
     return LOADERS[path.suffix](path, threads)

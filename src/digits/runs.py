@@ -2,14 +2,16 @@
 
 A run folder holds ``config.json`` (a :class:`RunConfig`: what was trained, on which split, with which
 packages) and, once the run finished, ``metrics.json`` (a :class:`RunMetrics`), beside the model file
-(``model.keras``, ``model.joblib`` or ``ensemble.json``), ``calibration.json`` (see
+(``model.onnx``, ``model.keras``, ``model.skops`` or ``ensemble.json``), ``calibration.json`` (see
 :mod:`digits.calibration`), plots and, for Keras runs, ``history.csv``, ``logs/`` and, while training,
 ``checkpoints/``. Both JSON files carry ``schema_version``; a file from another version is refused
-with a message rather than half-read.
+with a message rather than half-read. A training holds the folder's ``.lock`` (see :func:`claimed`)
+from before its first check to its end, so two runs can never write one folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -26,6 +28,8 @@ HISTORY_FILE = "history.csv"
 CHECKPOINTS = "checkpoints"
 #: In ``checkpoints/``: the newest complete checkpoint, its epoch and the history up to it.
 STATE_FILE = "state.json"
+#: Locked by the run writing the folder; the lock goes with the process, however it ends.
+LOCK_FILE = ".lock"
 #: ``(val_size, split_seed)`` of MNIST's default validation split: a bare model file's, when no
 #: config.json says otherwise.
 DEFAULT_SPLIT = (5000, 0)
@@ -35,6 +39,10 @@ KINDS = ("keras", "scikit-learn", "ensemble")
 
 class RunExists(DigitsError):
     """The output folder already holds a run; refuse to overwrite it."""
+
+
+class RunBusy(DigitsError):
+    """Another process is writing the run folder."""
 
 
 def _checked_version(values, path: Path) -> dict:
@@ -175,6 +183,11 @@ def finished_runs(runs_dir: str | os.PathLike) -> list[tuple[Path, RunConfig | N
     return found
 
 
+def _is_leftover(path: Path) -> bool:
+    """A lock, or an empty ``checkpoints/``: what a run killed before its first write leaves."""
+    return path.name == LOCK_FILE or (path.name == CHECKPOINTS and path.is_dir() and not any(path.iterdir()))
+
+
 def check_new_folder(path: str | os.PathLike, hint: str = "") -> None:
     """Raise FileExistsError unless ``path`` is absent or an empty folder: finished work is never overwritten.
 
@@ -183,9 +196,46 @@ def check_new_folder(path: str | os.PathLike, hint: str = "") -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path}: exists and is not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and not all(_is_leftover(p) for p in path.iterdir()):
         message = f"{path}: folder is not empty; choose another --out{hint} (nothing is overwritten)"
         raise FileExistsError(message)
+
+
+@contextlib.contextmanager
+def claimed(folder: str | os.PathLike):
+    """Hold ``folder`` for one run, from before its checks to its end: a second run refuses at once.
+
+    The folder is created if need be and its ``.lock`` locked with ``flock``, which the kernel releases
+    when the process ends, even by ``kill -9``: a killed run can be resumed, a running one cannot be
+    joined. A folder this call created and nothing else wrote to is removed again on the way out.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder}: exists and is not a folder; choose another --out")
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / LOCK_FILE
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise RunBusy(
+                f"{folder}: a run in process {holder} is writing to this folder; wait for it to end or"
+                " choose another --out"
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield folder
+        finally:
+            lock_path.unlink(missing_ok=True)  # before the lock goes, so no one locks a removed file
+            if created and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 # ---------------------------------------------------------------------------- a Keras run's progress
@@ -235,7 +285,31 @@ def read_checkpoint_state(folder: Path) -> tuple[Path, int, list[dict]] | None:
     if not path.is_file():
         return None
     state = read_json(path)
-    return Path(folder) / CHECKPOINTS / state["checkpoint"], state["epoch"], state["history"]
+    try:
+        checkpoint, epoch, history = (
+            Path(folder) / CHECKPOINTS / state["checkpoint"],
+            state["epoch"],
+            state["history"],
+        )
+    except (KeyError, TypeError):
+        raise DigitsError(
+            f"{path}: damaged (not a checkpoint state); {_START_OVER.format(folder=folder)}"
+        ) from None
+    if not checkpoint.is_file():
+        raise DigitsError(
+            f"{checkpoint}: missing, though {path} names it; {_START_OVER.format(folder=folder)}"
+        )
+    return checkpoint, epoch, history
+
+
+#: How to recover from a damaged checkpoint: the epochs since the last good one are lost either way.
+_START_OVER = "remove {folder} and train again (the epochs it held cannot be recovered)"
+
+
+def damaged_checkpoint(checkpoint: Path, reason: str) -> DigitsError:
+    """The error for a checkpoint file that exists but cannot be loaded (truncated, overwritten)."""
+    folder = checkpoint.parent.parent
+    return DigitsError(f"{checkpoint}: damaged checkpoint ({reason}); {_START_OVER.format(folder=folder)}")
 
 
 def remove_checkpoints(folder: Path) -> None:

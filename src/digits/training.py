@@ -306,7 +306,10 @@ def _model(config: TrainConfig, out: Path, train_images: int, strategy, log):
         if saved:
             checkpoint, epoch, history = saved
             log(f"resuming {out} after epoch {epoch} of {config.epochs}")
-            return keras.models.load_model(checkpoint), history
+            try:
+                return keras.models.load_model(checkpoint), history
+            except Exception as exc:  # a truncated zip, a file overwritten by something else
+                raise runs.damaged_checkpoint(checkpoint, type(exc).__name__) from None
         model = build_model(config.model)
         compile_model(model, config, steps_per_epoch=int(np.ceil(train_images / config.batch_size)))
         return model, []
@@ -373,13 +376,19 @@ def train(
 
 
 def _train(config: TrainConfig, out: Path, resume: bool, log, callbacks) -> runs.RunMetrics:
-    """``train``'s steps, in this process's folder."""
+    """``train``'s steps in ``out``, held from the first check to the end (see runs.claimed)."""
+    with runs.claimed(out):
+        return _steps(config, out, resume, log, callbacks)
+
+
+def _steps(config: TrainConfig, out: Path, resume: bool, log, callbacks) -> runs.RunMetrics:
+    """Settings, data, pipelines, model, fit, finish, evaluate."""
     config = _settings(config, out, resume)
     strategy = strategy_for(config)
     if use_mixed_precision_on_gpu():
         log("GPU found: training with mixed precision (float16 compute, float32 weights)")
 
-    # Data: verified, scaled, split; before the run folder exists, so missing data leaves none behind.
+    # Data: verified, scaled, split; before anything is written, so missing data leaves no folder behind.
     data = mnist.prepare(config.data_dir, config.val_size, config.split_seed, config.train_size)
     log(
         f"data: {len(data.x_train)} train / {len(data.x_val)} validation / {len(data.x_test)} test"

@@ -15,7 +15,7 @@ from digits.cli.flags import add_data_dir_argument
 def add_evaluate(commands) -> None:
     """``digits evaluate``."""
     evaluate = commands.add_parser("evaluate", help="metrics of a trained model on MNIST")
-    evaluate.add_argument("model", help="run or ensemble folder, .onnx, .keras or .joblib file")
+    evaluate.add_argument("model", help="run or ensemble folder, .onnx, .keras or .skops file")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--tta", action="store_true", help="average over the image and 1-pixel shifts")
     add_data_dir_argument(evaluate)
@@ -119,7 +119,7 @@ def add_predict(commands) -> None:
         "paths",
         nargs="+",
         metavar="PATH",
-        help="MODEL: a run or ensemble folder, .onnx, .keras or .joblib file (default: $DIGITS_MODEL, else"
+        help="MODEL: a run or ensemble folder, .onnx, .keras or .skops file (default: $DIGITS_MODEL, else"
         " the packaged model); then each IMAGE: a PNG, JPEG, GIF, BMP, WebP or TIFF file, or a 28x28"
         " .npy array",
     )
@@ -131,7 +131,7 @@ def _is_model(path: Path) -> bool:
     """A run or ensemble folder, a model file, or a missing path without a suffix (a mistyped run)."""
     return (
         path.is_dir()
-        or path.suffix in (".onnx", ".keras", ".joblib", ".json")
+        or path.suffix in (".onnx", ".keras", ".skops", ".joblib", ".pkl", ".pickle", ".json")
         or not (path.exists() or path.suffix)
     )
 
@@ -181,7 +181,7 @@ def add_serve(commands) -> None:
     serve = commands.add_parser("serve", help="run the web app and JSON API")
     serve.add_argument(
         "--model",
-        help="run folder, .onnx, .keras or .joblib file (default: $DIGITS_MODEL, else the packaged model)",
+        help="run folder, .onnx, .keras or .skops file (default: $DIGITS_MODEL, else the packaged model)",
     )
     # The container sets these three through the environment (see Dockerfile).
     serve.add_argument(
