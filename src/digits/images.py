@@ -16,6 +16,10 @@ from digits import DigitsError
 MAX_PIXELS = 25_000_000
 #: Images are reduced to this longer side before normalising: plenty for a digit, bounded work.
 WORK_SIDE = 1024
+#: A 16- or 32-bit pixel costs about this many 8-bit pixels' memory and time to decode and convert,
+#: so such images may have only ``max_pixels / DEEP_COST`` pixels (a 60 kB 16-bit PNG of 25 megapixels
+#: would otherwise cost a second of CPU and most of a gigabyte).
+DEEP_COST = 4
 #: The formats a browser or a phone produces; the rest of Pillow's decoders are attack surface.
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 #: ``load_image`` reads local files up to this size: a 108-megapixel phone photo fits.
@@ -83,6 +87,12 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
             )
         if width < 1 or height < 1:
             raise ImageError("the image has no pixels", "not_an_image")
+        if _is_deep(image.mode) and width * height > max_pixels // DEEP_COST:
+            raise ImageError(
+                f"the image is {width}x{height} pixels of 16 or 32 bits; at most"
+                f" {max_pixels // DEEP_COST:,} such pixels are accepted",
+                "too_large",
+            )
         fmt = image.format or "unknown"
         try:
             if getattr(image, "n_frames", 1) > 1:
@@ -125,12 +135,17 @@ def _open(data: bytes):
         return Image.open(io.BytesIO(data), formats=FORMATS)
 
 
+def _is_deep(mode: str) -> bool:
+    """16- and 32-bit integer modes and floating point: decoded at several bytes a pixel."""
+    return mode.startswith("I") or mode == "F"
+
+
 def _to_gray(image) -> np.ndarray:
     """A loaded Pillow image of any mode -> uint8 grayscale, reduced to ``WORK_SIDE``."""
     from PIL import Image
 
     mode = image.mode
-    if mode.startswith("I") or mode == "F":
+    if _is_deep(mode):
         # 16-bit and 32-bit images: scale by the range their values actually use (8 or 16 bit).
         values = np.asarray(image, dtype=np.float32)
         top = 1.0 if mode == "F" and values.max() <= 1.0 else 255.0 if values.max() <= 255 else 65535.0

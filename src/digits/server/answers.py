@@ -93,6 +93,7 @@ ERRORS = {
     }
     for status, code, text in [
         (400, "bad_request", "malformed JSON, base64 or multipart body"),
+        (408, "timeout", "the request body did not arrive in time"),
         (413, "too_large", "request over the upload limit, or an image with too many pixels"),
         (415, "unsupported_media_type", "not multipart or JSON, or the uploaded file is not an image"),
         (422, "no_digit", "no usable image, or no digit in it (see the error code)"),

@@ -61,7 +61,9 @@ def model_info(classifier) -> dict:
 
 
 async def _api_error(request: Request, exc: ApiError):
-    return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
+    # A body that stopped coming leaves the connection mid-request: end it with the answer.
+    headers = {"connection": "close"} if exc.status == 408 else None
+    return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status, headers=headers)
 
 
 async def _http_error(request: Request, exc: HTTPException):
@@ -75,10 +77,12 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     threads: int | None = None,
     cors_origins: tuple[str, ...] = (),
+    workers_replaced: int = 0,
 ):
     """The FastAPI application serving one model (see ``resolve_model_path`` for the default).
 
-    ``threads`` caps the model's compute threads; ``cors_origins`` are the web origins (such as
+    ``threads`` caps the model's compute threads; ``workers_replaced`` (from ``serve``) is how many
+    workers died and were replaced before this one started; ``cors_origins`` are the web origins (such as
     ``https://example.org``, or ``*``) whose pages may call the API from a browser: none by default.
     """
     from digits import __version__
@@ -104,7 +108,7 @@ def create_app(
         info,
         not_a_digit_below(classifier),
         time.monotonic(),
-        Metrics(classifier.name),
+        Metrics(classifier.name, workers_replaced),
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(ApiError, _api_error)

@@ -30,7 +30,7 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, model_name: str):
+    def __init__(self, model_name: str, workers_replaced: int = 0):
         self.registry = CollectorRegistry()
         shared = MULTIPROCESS_ENV in os.environ
         # In multiprocess mode the values live in files; /metrics collects every process's files.
@@ -59,6 +59,13 @@ class Metrics:
             multiprocess_mode="max",
         )
         model.labels(model_name).set(1)
+        replaced = Gauge(
+            "digits_workers_replaced",
+            "Server worker processes that died and were replaced since the server started",
+            registry=own,
+            multiprocess_mode="max",
+        )
+        replaced.set(workers_replaced)
         if shared:
             from prometheus_client.multiprocess import MultiProcessCollector
 

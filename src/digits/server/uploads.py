@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 import time
 
 import anyio
@@ -30,17 +31,26 @@ BIG_DECODES = 2
 _IMAGE_PART_TYPES = ("image/", "application/octet-stream")
 
 
+#: Seconds a client has to send a request's body, once its headers are in.
+BODY_TIMEOUT = 20.0
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "too_large", f"the request is {int(declared):,} bytes; the limit is {limit:,}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "too_large", f"the request is over the {limit:,}-byte limit")
-        chunks.append(chunk)
+    # A body that stops coming (a slow or stalled client, a Content-Length longer than the body)
+    # would hold the connection and the request for good.
+    with anyio.move_on_after(BODY_TIMEOUT) as deadline:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "too_large", f"the request is over the {limit:,}-byte limit")
+            chunks.append(chunk)
+    if deadline.cancelled_caught:
+        raise ApiError(408, "timeout", f"the request body did not arrive within {BODY_TIMEOUT:g} s")
     return b"".join(chunks)
 
 
@@ -107,6 +117,25 @@ async def _from_multipart(request: Request, body: bytes) -> bytes:
         await form.close()
 
 
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+_LIBC = _libc() if sys.platform.startswith("linux") else None
+
+
+def _return_freed_memory() -> None:
+    """Hand the pages a big decode freed back to the system (glibc keeps them otherwise, and a
+    worker's memory creeps up with every round of big photos)."""
+    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only
+    if trim:
+        trim(0)
+
+
 class Decoder:
     """Reads and decodes uploads: small ones on the event loop, big ones a few threads at a time."""
 
@@ -124,11 +153,17 @@ class Decoder:
             image = decode_image(data)
             return image, prepare(image.gray)
 
+        def big_work(data: bytes):
+            try:
+                return work(data)
+            finally:
+                _return_freed_memory()
+
         try:
             if len(data) <= _INLINE_BYTES and peek_pixels(data) <= _INLINE_PIXELS:
                 result = work(data)
             else:
-                result = await anyio.to_thread.run_sync(work, data, limiter=self._big_decodes)
+                result = await anyio.to_thread.run_sync(big_work, data, limiter=self._big_decodes)
         except ImageError as exc:
             status = 413 if exc.code == "too_large" else 422
             raise ApiError(status, exc.code, str(exc)) from None

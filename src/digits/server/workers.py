@@ -11,6 +11,7 @@ import sys
 from digits import DigitsError
 from digits.inference import resolve_model_path
 from digits.server.app import MAX_UPLOAD_BYTES, create_app
+from digits.server.connections import GuardedProtocol, raise_file_limit
 from digits.server.metrics import MULTIPROCESS_ENV
 
 
@@ -40,7 +41,14 @@ def serve(
         "max_upload_bytes": max_upload_bytes,
         "cors_origins": list(cors_origins),
     }
-    options = dict(host=host, port=port, access_log=access_log, log_level="info")
+    options = dict(
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level="info",
+        http=GuardedProtocol,  # slow clients, header size, connection bound: see connections.py
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS / 2,  # then requests still open are cancelled
+    )
     _check_port_free(host, port)  # before the model loads, and workers sharing a port would not fail
     print(
         f"serving {settings['model_path']} on http://{host}:{port}/ once {_workers(workers)} loaded it"
@@ -48,6 +56,7 @@ def serve(
         flush=True,
     )
     if workers == 1:
+        raise_file_limit()
         uvicorn.run(_app_from_settings(settings), **options)
         return
     # The workers' metrics, in files that whichever worker answers /metrics sums; gone afterwards.
@@ -69,13 +78,29 @@ _SETTINGS_ENV = "DIGITS_SERVE_SETTINGS"
 
 def _app_from_settings(settings: dict):
     """The app of one server process, from the settings ``serve`` checked."""
+    _limit_malloc_arenas()
     # One thread for the model: the web server needs the other cores for HTTP and decoding.
     return create_app(
         settings["model_path"],
         max_upload_bytes=settings["max_upload_bytes"],
         threads=1,
         cors_origins=tuple(settings["cors_origins"]),
+        workers_replaced=settings.get("restarts", 0),
     )
+
+
+def _limit_malloc_arenas() -> None:
+    """Two malloc arenas (glibc's default is eight per core): decoding big uploads in threads otherwise
+    spreads freed memory over many arenas that are never returned, and a worker's memory keeps growing."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if sys.platform.startswith("linux") and name:
+        try:
+            ctypes.CDLL(name).mallopt(-8, 2)  # M_ARENA_MAX
+        except (OSError, AttributeError):
+            pass  # not glibc (musl): it has no arenas to limit
 
 
 def app_from_environment():
@@ -101,39 +126,77 @@ def _check_port_free(host: str, port: int) -> None:
             raise DigitsError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+#: Seconds from SIGTERM to every process gone: workers finish what they can, then are killed.
+SHUTDOWN_SECONDS = 10.0
+#: Worker deaths within a minute after which the server gives up (a crash at every start, say).
+MAX_RESTARTS_PER_MINUTE = 10
+
+
 def _run_reuse_port_workers(workers: int, settings: dict, options: dict) -> None:
-    """One listening socket per worker process, bound with SO_REUSEPORT.
+    """One listening socket per worker process, bound with SO_REUSEPORT; a worker that dies is replaced.
 
     uvicorn's own workers share one socket, and whichever process wakes first accepts every waiting
     connection: with keep-alive clients one worker ends up with most of them. With a socket each, the
-    kernel spreads connections across the workers.
+    kernel spreads connections across the workers, and while one is replaced the others keep serving.
     """
     import multiprocessing
+    import time
     from multiprocessing.connection import wait
 
     # Stopped with SIGTERM (kill, a service manager): leave through the cleanup below, workers included.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TensorFlow state forked
     errors = context.SimpleQueue()  # why a worker could not start: every worker fails alike, say it once
-    processes = [
-        context.Process(target=_reuse_port_worker, args=(settings, options, errors)) for _ in range(workers)
-    ]
-    for process in processes:
+    deaths: list[float] = []
+
+    def start() -> multiprocessing.Process:
+        process = context.Process(
+            target=_reuse_port_worker, args=({**settings, "restarts": len(deaths)}, options, errors)
+        )
         process.start()
+        return process
+
+    processes = [start() for _ in range(workers)]
     try:
-        wait([process.sentinel for process in processes])  # until one stops: then stop them all
+        while True:
+            stopped = wait([process.sentinel for process in processes])
+            if not errors.empty():
+                raise DigitsError(errors.get())
+            for process in [p for p in processes if p.sentinel in stopped]:
+                process.join()
+                processes.remove(process)
+                deaths.append(time.monotonic())
+                print(
+                    f"digits serve: worker {process.pid} stopped (exit code {process.exitcode}); starting"
+                    f" another ({len(deaths)} replaced so far)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if sum(t > time.monotonic() - 60 for t in deaths) > MAX_RESTARTS_PER_MINUTE:
+                    raise DigitsError(
+                        f"server workers stopped {len(deaths)} times, more than {MAX_RESTARTS_PER_MINUTE}"
+                        " in a minute; see their messages above"
+                    )
+                processes.append(start())
     except KeyboardInterrupt:
         pass  # Ctrl-C reaches the workers too; they shut down on their own
     finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
+        _stop(processes)
+
+
+def _stop(processes) -> None:
+    """SIGTERM every worker at once, then SIGKILL whatever is left when ``SHUTDOWN_SECONDS`` are up."""
+    import time
+
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + SHUTDOWN_SECONDS
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
             process.join()
-    if not errors.empty():
-        raise DigitsError(errors.get())
-    failed = [process.exitcode for process in processes if process.exitcode not in (0, -signal.SIGTERM)]
-    if failed:
-        raise DigitsError(f"a server worker stopped with exit code {failed[0]}; see its messages above")
 
 
 def _reuse_port_worker(settings: dict, options: dict, errors) -> None:
@@ -149,6 +212,7 @@ def _reuse_port_worker(settings: dict, options: dict, errors) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
+    raise_file_limit()
     server = uvicorn.Server(uvicorn.Config(app, **options))
     try:
         server.run(sockets=[sock])
