@@ -288,3 +288,21 @@ def test_worker_memory_levels_off_over_rounds_of_big_uploads():
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_clients_that_vanish_or_send_garbage_do_not_flood_the_log(served):
+    server, url, log = served
+    _worker_pids(url, 2)
+    port = int(url.rsplit(":", 1)[1])
+    for _ in range(10):  # gone in the middle of a body
+        _hold_half_a_body(url).close()
+    for _ in range(200):  # not HTTP at all
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+            sock.recv(1024)
+    assert _read_digit(url)
+    time.sleep(0.5)
+    text = log.read_text()
+    assert "Traceback" not in text
+    # At most once a minute per worker, whatever the number of bad requests.
+    assert text.count("Invalid HTTP request received.") <= 2, text

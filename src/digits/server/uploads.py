@@ -17,6 +17,7 @@ import anyio
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from digits.images import ImageError, decode_image, peek_pixels
 from digits.server.answers import ApiError
@@ -44,11 +45,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     # A body that stops coming (a slow or stalled client, a Content-Length longer than the body)
     # would hold the connection and the request for good.
     with anyio.move_on_after(BODY_TIMEOUT) as deadline:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, "too_large", f"the request is over the {limit:,}-byte limit")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, "too_large", f"the request is over the {limit:,}-byte limit")
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone mid-body: nobody to answer, and nothing for the log
+            raise ApiError(400, "bad_request", "the client closed the connection mid-request") from None
     if deadline.cancelled_caught:
         raise ApiError(408, "timeout", f"the request body did not arrive within {BODY_TIMEOUT:g} s")
     return b"".join(chunks)

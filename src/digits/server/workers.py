@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -76,9 +77,41 @@ def serve(
 _SETTINGS_ENV = "DIGITS_SERVE_SETTINGS"
 
 
+class _OncePerMinute(logging.Filter):
+    """Pass a repeated log line once a minute, with how many were held back: a client sending garbage
+    in a loop must not flood the log (nor fill the disk it is written to)."""
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message, self.next_at, self.held = message, 0.0, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import time
+
+        if record.getMessage() != self.message:
+            return True
+        if time.monotonic() < self.next_at:
+            self.held += 1
+            return False
+        if self.held:
+            record.msg, record.args = f"{self.message} ({self.held} more in the last minute)", ()
+        self.next_at, self.held = time.monotonic() + 60, 0
+        return True
+
+
+def _quiet_logs() -> None:
+    """Keep what clients can trigger at will out of the log, or down to a line a minute."""
+    import warnings
+
+    # Pillow warns about odd files (truncated EXIF, TIFF tags) that the decoder refuses or reads anyway.
+    warnings.filterwarnings("ignore", module="PIL")
+    logging.getLogger("uvicorn.error").addFilter(_OncePerMinute("Invalid HTTP request received."))
+
+
 def _app_from_settings(settings: dict):
     """The app of one server process, from the settings ``serve`` checked."""
     _limit_malloc_arenas()
+    _quiet_logs()
     # One thread for the model: the web server needs the other cores for HTTP and decoding.
     return create_app(
         settings["model_path"],
