@@ -7,7 +7,6 @@ statistics, the saved model, calibration), evaluate. What it writes is described
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digits import batch_norm, check_choice, evaluation, plots, runs
+from digits import batch_norm, check_choice, devices, evaluation, plots, runs
 from digits import data as mnist
 from digits.augmentation import augmentation
 from digits.inference import KerasClassifier
@@ -165,54 +164,6 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
     model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss, metrics=["accuracy"])
 
 
-def strategy_for(config: TrainConfig):
-    """The tf.distribute strategy for ``config.distribute``.
-
-    "mirrored": MirroredStrategy over every GPU, or over two logical CPUs without one; "multi-worker":
-    MultiWorkerMirroredStrategy across the machines that the ``TF_CONFIG`` environment variable names.
-    Must run before TensorFlow starts its runtime, since logical devices cannot be added afterwards.
-    """
-    import tensorflow as tf
-
-    if config.distribute is None:
-        return tf.distribute.get_strategy()  # the default, single-device strategy
-    if config.distribute == "multi-worker":
-
-        class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-            """Keras 3.15's fit hands this strategy what it cannot reduce: an (images, labels) batch
-            in one call, and scalar metrics "along axis 0". Reduce each tensor, scalars across workers."""
-
-            def reduce(self, reduce_op, value, axis):
-                reduce_one = super().reduce
-
-                def one(v):
-                    local = self.experimental_local_results(v)[0]
-                    return reduce_one(reduce_op, v, None if local.shape.rank == 0 else axis)
-
-                return tf.nest.map_structure(one, value)
-
-        return MultiWorkerStrategy()
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        try:
-            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        except RuntimeError:
-            pass  # the runtime already started (e.g. a second run in one process): use what exists
-    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy([d.name for d in devices])
-
-
-def use_mixed_precision_on_gpu() -> bool:
-    """float16 compute on GPUs, where it is faster; CPUs stay in float32, where it is not."""
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-        return True
-    return False
-
-
 def _one_hot_targets(config: TrainConfig) -> bool:
     return bool(MODELS[config.model].label_smoothing or config.negatives)
 
@@ -345,15 +296,6 @@ def _evaluate(config: TrainConfig, out: Path, classifier, data, history: list[di
     return metrics
 
 
-def is_multi_worker_chief() -> bool:
-    """Whether this process leads a multi-worker run (``TF_CONFIG``'s chief, else worker 0)."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task = tf_config.get("task", {})
-    if "chief" in tf_config.get("cluster", {}):
-        return task.get("type") == "chief"
-    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
-
-
 def train(
     config: TrainConfig, out: str | Path, resume: bool = False, log=print, callbacks=()
 ) -> runs.RunMetrics:
@@ -369,7 +311,7 @@ def train(
             raise ValueError(
                 "a multi-worker run cannot be resumed (each worker would need the chief's folder)"
             )
-        if not is_multi_worker_chief():
+        if not devices.is_multi_worker_chief():
             with tempfile.TemporaryDirectory(prefix="digits-worker-") as scratch:
                 return _train(config, Path(scratch) / "run", False, log, callbacks)
     return _train(config, out, resume, log, callbacks)
@@ -384,8 +326,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, log, callbacks) -> runs
 def _steps(config: TrainConfig, out: Path, resume: bool, log, callbacks) -> runs.RunMetrics:
     """Settings, data, pipelines, model, fit, finish, evaluate."""
     config = _settings(config, out, resume)
-    strategy = strategy_for(config)
-    if use_mixed_precision_on_gpu():
+    strategy = devices.strategy_for(config.distribute)
+    if devices.use_mixed_precision_on_gpu():
         log("GPU found: training with mixed precision (float16 compute, float32 weights)")
 
     # Data: verified, scaled, split; before anything is written, so missing data leaves no folder behind.
@@ -401,8 +343,8 @@ def _steps(config: TrainConfig, out: Path, resume: bool, log, callbacks) -> runs
 
     train_ds, val_ds, held_out_negatives = _pipelines(config, data, log)
     model, history = _model(config, out, len(data.x_train), strategy, log)
-    devices = f" on {strategy.num_replicas_in_sync} devices" if config.distribute else ""
-    log(f"model: {config.model}, {model.count_params():,} parameters{devices}")
+    replicas = f" on {strategy.num_replicas_in_sync} devices" if config.distribute else ""
+    log(f"model: {config.model}, {model.count_params():,} parameters{replicas}")
     _fit(model, config, out, train_ds, val_ds, history, callbacks)
 
     if config.augment != "none":
