@@ -58,3 +58,25 @@ def dummy_run(folder: Path, config=None, metrics: bool = True) -> Path:
     if metrics:
         runs.write_metrics(folder, runs.RunMetrics("dummy", 0.1, 2.3, 0.0, 10000, 55000))
     return folder
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on, for a server a test starts."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def one_png() -> bytes:
+    """A drawn 1 (a vertical bar on black, 28x28) as PNG bytes: an upload every model reads as 1."""
+    import io
+
+    from PIL import Image
+
+    image = np.zeros((28, 28), np.uint8)
+    image[4:24, 13:16] = 255
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return out.getvalue()

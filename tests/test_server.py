@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx2 as httpx
 import numpy as np
 import pytest
+from conftest import free_port
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
@@ -470,9 +471,7 @@ def test_workers_report_a_damaged_model_in_one_line(tmp_path):
     damaged = tmp_path / "model.keras"
     damaged.write_bytes(b"PK\x03\x04 not really a zip")
     command = [sys.executable, "-m", "digits", "serve", "--model", str(damaged), "--workers", "2"]
-    done = subprocess.run(
-        [*command, "--port", str(_free_port())], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([*command, "--port", str(free_port())], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     # Said once, by the server, not once per worker.
     assert done.stderr == f"digits: error: {damaged}: not a readable model file (ValueError)\n"
@@ -526,21 +525,13 @@ def test_packaged_default_model_reports_its_accuracy():
         assert client.get("/api/model").json()["test_accuracy"] == metrics["test_accuracy"]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_worker_processes_share_the_port_and_stop_together(untrained_model):
     import os
     import subprocess
     import sys
     import time
 
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "digits", "serve", "--model", str(untrained_model)]
     server = subprocess.Popen([*command, "--workers", "2", "--port", str(port)], cwd=ROOT)
     try:

@@ -18,6 +18,7 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 import uvicorn
+from conftest import free_port, one_png
 from PIL import Image
 
 from digits.inference import DEFAULT_MODEL
@@ -26,23 +27,11 @@ from digits.server import connections, create_app, uploads
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _png() -> bytes:
-    image = np.zeros((28, 28), np.uint8)
-    image[4:24, 13:16] = 255
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="PNG")
-    return out.getvalue()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _read_digit(url: str) -> bool:
     try:
-        answer = httpx.post(f"{url}/api/predict", files={"file": ("one.png", _png(), "image/png")}, timeout=5)
+        answer = httpx.post(
+            f"{url}/api/predict", files={"file": ("one.png", one_png(), "image/png")}, timeout=5
+        )
         return answer.status_code == 200
     except httpx.TransportError:
         return False
@@ -61,7 +50,7 @@ def _worker_pids(url: str, count: int, timeout: float = 60) -> set[int]:
 @pytest.fixture
 def served(tmp_path):
     """``digits serve --workers 2`` (the packaged ONNX model) as a real process: (process, url, log)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
@@ -144,7 +133,7 @@ def quick_limits(monkeypatch):
     """An in-process server with one-second header and body deadlines: (url, its host and port)."""
     monkeypatch.setattr(connections, "HEADER_TIMEOUT", 1.0)
     monkeypatch.setattr(uploads, "BODY_TIMEOUT", 1.0)
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(DEFAULT_MODEL),
         host="127.0.0.1",
@@ -253,7 +242,7 @@ def _photo(seed: int) -> bytes:
 
 def test_worker_memory_levels_off_over_rounds_of_big_uploads():
     photos = [_photo(seed) for seed in range(4)]
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "digits", "serve", "--workers", "1", "--port", str(port)],
         cwd=ROOT,

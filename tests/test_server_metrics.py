@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import io
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx2 as httpx
-import numpy as np
 import pytest
+from conftest import free_port, one_png
 from fastapi.testclient import TestClient
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from digits.inference import DEFAULT_MODEL
@@ -22,16 +19,8 @@ from digits.server import create_app
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _one_png() -> bytes:
-    image = np.zeros((28, 28), np.uint8)
-    image[4:24, 13:16] = 255
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="PNG")
-    return out.getvalue()
-
-
 def _upload() -> dict:
-    return {"files": {"file": ("one.png", _one_png(), "image/png")}}
+    return {"files": {"file": ("one.png", one_png(), "image/png")}}
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -85,14 +74,8 @@ def test_cors_is_off_unless_origins_are_given():
         assert answer.headers["access-control-allow-origin"] == "https://example.org"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_metrics_add_up_across_worker_processes():
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "digits", "serve", "--workers", "2", "--port", str(port)],
         cwd=ROOT,
