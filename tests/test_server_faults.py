@@ -64,8 +64,8 @@ def served(tmp_path):
         yield server, url, log
     finally:
         if server.poll() is None:
-            server.kill()
-            server.wait()
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(served):
@@ -295,3 +295,14 @@ def test_clients_that_vanish_or_send_garbage_do_not_flood_the_log(served):
     assert "Traceback" not in text
     # At most once a minute per worker, whatever the number of bad requests.
     assert text.count("Invalid HTTP request received.") <= 2, text
+
+
+def test_workers_stop_when_their_parent_is_killed(served):
+    server, url, _ = served
+    pids = _worker_pids(url, 2)
+    server.kill()  # SIGKILL: the parent cannot stop its workers itself
+    server.wait()
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]

@@ -247,7 +247,25 @@ def _reuse_port_worker(settings: dict, options: dict, errors) -> None:
     sock.bind((host, port))
     raise_file_limit()
     server = uvicorn.Server(uvicorn.Config(app, **options))
+    _stop_with_the_parent(server)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
+
+
+def _stop_with_the_parent(server) -> None:
+    """Shut the worker down if its parent dies without stopping it (SIGKILL, an out-of-memory kill):
+    orphaned workers would go on serving the port, unsupervised, for good."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not server.should_exit:
+            time.sleep(1)
+            if os.getppid() != parent:
+                server.should_exit = True
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
