@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import sys
 import time
 
 import anyio
@@ -21,6 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from digits.images import ImageError, decode_image, peek_pixels
 from digits.server.answers import ApiError
+from digits.server.memory import return_freed_memory
 
 # Small images are decoded on the event loop (cheaper than a thread hop); big ones in a thread so
 # that one large photo does not stall every other request.
@@ -121,25 +121,6 @@ async def _from_multipart(request: Request, body: bytes) -> bytes:
         await form.close()
 
 
-def _libc():
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name) if name else None
-
-
-_LIBC = _libc() if sys.platform.startswith("linux") else None
-
-
-def _return_freed_memory() -> None:
-    """Hand the pages a big decode freed back to the system (glibc keeps them otherwise, and a
-    worker's memory creeps up with every round of big photos)."""
-    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only
-    if trim:
-        trim(0)
-
-
 class Decoder:
     """Reads and decodes uploads: small ones on the event loop, big ones a few threads at a time."""
 
@@ -161,7 +142,7 @@ class Decoder:
             try:
                 return work(data)
             finally:
-                _return_freed_memory()
+                return_freed_memory()
 
         try:
             if len(data) <= _INLINE_BYTES and peek_pixels(data) <= _INLINE_PIXELS:

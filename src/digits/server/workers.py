@@ -13,6 +13,7 @@ from digits import DigitsError
 from digits.inference import resolve_model_path
 from digits.server.app import MAX_UPLOAD_BYTES, create_app
 from digits.server.connections import GuardedProtocol, raise_file_limit
+from digits.server.memory import limit_arenas
 from digits.server.metrics import MULTIPROCESS_ENV
 
 
@@ -110,7 +111,7 @@ def _quiet_logs() -> None:
 
 def _app_from_settings(settings: dict):
     """The app of one server process, from the settings ``serve`` checked."""
-    _limit_malloc_arenas()
+    limit_arenas()  # see digits.server.memory
     _quiet_logs()
     # One thread for the model: the web server needs the other cores for HTTP and decoding.
     return create_app(
@@ -120,20 +121,6 @@ def _app_from_settings(settings: dict):
         cors_origins=tuple(settings["cors_origins"]),
         workers_replaced=settings.get("restarts", 0),
     )
-
-
-def _limit_malloc_arenas() -> None:
-    """Two malloc arenas (glibc's default is eight per core): decoding big uploads in threads otherwise
-    spreads freed memory over many arenas that are never returned, and a worker's memory keeps growing."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and name:
-        try:
-            ctypes.CDLL(name).mallopt(-8, 2)  # M_ARENA_MAX
-        except (OSError, AttributeError):
-            pass  # not glibc (musl): it has no arenas to limit
 
 
 def app_from_environment():
