@@ -200,3 +200,19 @@ def test_two_trainings_racing_for_one_folder_one_proceeds_and_the_other_refuses(
     # The folder is the winner's alone: its config, its metrics, its model.
     assert runs.read_config(out).model == winner and runs.read_metrics(out).model == winner
     assert not (out / runs.LOCK_FILE).exists()
+
+
+def test_a_multi_worker_run_cannot_be_resumed_and_is_left_as_it_was(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    config = runs.RunConfig(
+        "seed-cnn", "keras", 1000, 0, settings={"model": "seed-cnn", "distribute": "multi-worker"}
+    )
+    runs.write_config(folder, config)
+    assert main(["train", "--resume", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"digits: error: {folder}: a multi-worker run cannot be resumed; start it again with a new --out\n"
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]

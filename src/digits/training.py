@@ -227,6 +227,8 @@ def _settings(config: TrainConfig, out: Path, resume: bool) -> TrainConfig:
             raise FileNotFoundError(f"{out}: no config.json, so nothing to resume")
         if runs.read_metrics(out) is not None:
             raise runs.RunExists(f"{out}: this run already finished (metrics.json exists)")
+        if recorded.settings.get("distribute") == "multi-worker":  # each worker would need this folder
+            raise ValueError(f"{out}: a multi-worker run cannot be resumed; start it again with a new --out")
         data_dir = config.data_dir or recorded.settings.get("data_dir")
         config = dataclasses.replace(TrainConfig.from_run(recorded), data_dir=data_dir)
     else:
@@ -306,14 +308,9 @@ def train(
     others work in a scratch folder they remove.
     """
     out = Path(out)
-    if config.distribute == "multi-worker":
-        if resume:
-            raise ValueError(
-                "a multi-worker run cannot be resumed (each worker would need the chief's folder)"
-            )
-        if not devices.is_multi_worker_chief():
-            with tempfile.TemporaryDirectory(prefix="digits-worker-") as scratch:
-                return _train(config, Path(scratch) / "run", False, log, callbacks)
+    if not resume and config.distribute == "multi-worker" and not devices.is_multi_worker_chief():
+        with tempfile.TemporaryDirectory(prefix="digits-worker-") as scratch:
+            return _train(config, Path(scratch) / "run", False, log, callbacks)
     return _train(config, out, resume, log, callbacks)
 
 

@@ -160,7 +160,6 @@ def cmd_train(args) -> int:
     """``digits train``: train a new run, or continue one with ``--resume``."""
     from datetime import datetime
 
-    from digits.runs import read_config
     from digits.training import TrainConfig, train
 
     # The settings given (their flags default to None, so even an explicit default value counts);
@@ -176,14 +175,9 @@ def cmd_train(args) -> int:
                 f" with {', '.join(flags)} (only --data-dir may be given)"
             )
         out = Path(args.resume)
-        recorded = read_config(out)
-        distribute = recorded.settings.get("distribute") if recorded else None
     else:
         out = Path(args.out or Path("runs") / f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}")
-        distribute = config.distribute
-    if distribute == "multi-worker":
-        if args.resume:
-            raise ValueError(f"{out}: a multi-worker run cannot be resumed; start it again with a new --out")
+    if config.distribute == "multi-worker":  # a resumed one is refused by train()
         _check_tf_config()
     try:
         metrics = train(config, out, resume=bool(args.resume))
