@@ -1,7 +1,8 @@
-"""Shared fixtures: the real MNIST folder, and synthetic IDX files."""
+"""Shared fixtures and helpers: the real MNIST folder, synthetic IDX files, a served model."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import struct
@@ -80,3 +81,26 @@ def one_png() -> bytes:
     out = io.BytesIO()
     Image.fromarray(image).save(out, format="PNG")
     return out.getvalue()
+
+
+@contextlib.contextmanager
+def serving(workers: int, log: Path | None = None):
+    """``digits serve --workers N`` (the packaged model) as a real process on a free port, its output
+    to ``log`` (default: nowhere): yields (process, url); stopped with SIGTERM at the end."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    with open(log or os.devnull, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "digits", "serve", "--workers", str(workers), "--port", str(port)],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield server, f"http://127.0.0.1:{port}"
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)

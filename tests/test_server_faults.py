@@ -8,8 +8,6 @@ import re
 import resource
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,13 +16,11 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 import uvicorn
-from conftest import free_port, one_png
+from conftest import free_port, one_png, serving
 from PIL import Image
 
 from digits.inference import DEFAULT_MODEL
 from digits.server import connections, create_app, uploads
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _read_digit(url: str) -> bool:
@@ -49,23 +45,10 @@ def _worker_pids(url: str, count: int, timeout: float = 60) -> set[int]:
 
 @pytest.fixture
 def served(tmp_path):
-    """``digits serve --workers 2`` (the packaged ONNX model) as a real process: (process, url, log)."""
-    port = free_port()
+    """``digits serve --workers 2`` as a real process: (process, url, its log)."""
     log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "digits", "serve", "--workers", "2", "--port", str(port)],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with serving(2, log) as (server, url):
         yield server, url, log
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(served):
@@ -242,15 +225,7 @@ def _photo(seed: int) -> bytes:
 
 def test_worker_memory_levels_off_over_rounds_of_big_uploads():
     photos = [_photo(seed) for seed in range(4)]
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "digits", "serve", "--workers", "1", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with serving(1) as (server, url):
         assert _worker_pids(url, 1) == {server.pid}
 
         statuses = []
@@ -274,9 +249,6 @@ def test_worker_memory_levels_off_over_rounds_of_big_uploads():
             resident.append(int(re.search(r"VmRSS:\s+(\d+)", status)[1]) / 1024)
         assert statuses == [200] * (5 * 16 * 2)
         assert resident[-1] <= 1.15 * resident[0], f"MB after each round: {resident}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_clients_that_vanish_or_send_garbage_do_not_flood_the_log(served):

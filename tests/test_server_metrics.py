@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from conftest import free_port, one_png
+from conftest import one_png, serving
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from digits.inference import DEFAULT_MODEL
 from digits.server import create_app
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _upload() -> dict:
@@ -75,15 +70,7 @@ def test_cors_is_off_unless_origins_are_given():
 
 
 def test_metrics_add_up_across_worker_processes():
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "digits", "serve", "--workers", "2", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with serving(2) as (server, base):
         pids, health_checks, deadline = set(), 0, time.monotonic() + 60
         while len(pids) < 2 and time.monotonic() < deadline:
             try:  # a new connection each time, so both workers are reached
@@ -102,7 +89,6 @@ def test_metrics_add_up_across_worker_processes():
                 health_checks
             )
             assert found[("digits_answers_total", (("answer", "1"),))] == 10
-    finally:
         server.terminate()
         assert server.wait(timeout=60) == 0
 

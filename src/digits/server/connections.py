@@ -87,7 +87,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._waiting[self] = None
 
     def _stop_waiting(self) -> None:
-        if self._waiting.pop(self, False) is None:
+        if self in self._waiting:
+            del self._waiting[self]
             self._header_deadline.cancel()
 
     def _close(self, answer: bytes | None) -> None:
