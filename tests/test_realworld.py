@@ -115,19 +115,22 @@ def test_score_counts_not_a_digit_as_wrong_for_digits_and_right_for_non_digits()
     assert row["by_kind"] == {"blank": 1.0, "letter": 0.5}
 
 
-def test_real_world_benchmark_writes_its_report(mnist_dir, tmp_path):
-    """A small run of the upload sets through the packaged model: report, results and error sheets."""
+def test_real_world_benchmark_writes_its_report(mnist_dir, tmp_path, capsys):
+    """A small run of the upload sets through the packaged model, as the command line starts it:
+    report, results, error sheets and the headline table printed."""
+    from digits.cli import main
     from digits.inference import DEFAULT_MODEL
-    from digits.realworld_benchmark import run_real_world
 
     sets_run = ["other-writers", "numbers", "not-digits"]
-    rows = run_real_world(None, tmp_path, mnist_dir, seed=0, only=sets_run, scale=0.01, log=lambda _: None)
-    assert [row["set"] for row in rows] == sets_run
+    args = ["benchmark", "--real-world", "--data-dir", str(mnist_dir), "--out", str(tmp_path)]
+    assert main([*args, "--sets", *sets_run, "--scale", "0.01"]) == 0
+    assert "other-writers      17 images  read right" in capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["sets"]
+    assert results["model"] and [row["set"] for row in rows] == sets_run
     assert rows[0]["images"] == 17 and rows[1]["images"] == 10
     report = (tmp_path / "report.md").read_text()
     assert "| other-writers | 17 |" in report and "read right" in report
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["model"] and [row["set"] for row in results["sets"]] == sets_run
     for row in rows:
         if "sheet" in row:
             assert Image.open(tmp_path / row["sheet"]).width > 0

@@ -344,7 +344,8 @@ def cmd_benchmark(args) -> int:
         print(f"wrote {write_report(args.out or 'docs', args.data_dir)}")
         return 0
     if kind == "real_world":
-        from digits.realworld_benchmark import headline, run_real_world
+        from digits.realworld_benchmark import run_real_world
+        from digits.realworld_report import headline
 
         scale = 1.0 if args.scale is None else args.scale
         rows = run_real_world(
