@@ -47,6 +47,8 @@ _FINE_SIDE = 80
 _UNEVEN_LIGHT = 20.0
 _LIGHT_PAPER = 96
 _LIGHT_KNOTS = 4
+# Pixels darker than the paper around them by this share of the image's contrast are ink, not shade.
+_INK_DEPTH = 0.15
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ def _illumination(coarse: np.ndarray) -> np.ndarray | None:
     values = coarse[::step, ::step].astype(np.float32).ravel()
     level = float(np.median(values))  # most pixels are paper
     values -= level
-    paper = np.ones(len(values), dtype=bool)
+    paper = _paper_seed(coarse, step)
     # A touch of ridge regression keeps the solve well-posed when a knot has no paper near it (under a
     # big digit), holding that knot at the paper's usual level.
     ridge = 1e-4 * len(values) * np.eye(terms.shape[1], dtype=np.float32)
@@ -221,6 +223,19 @@ def _illumination(coarse: np.ndarray) -> np.ndarray | None:
     # little light to divide by, and its ink is found as it is.
     uneven = middle >= _LIGHT_PAPER and high - low > _UNEVEN_LIGHT
     return coefficients.reshape(_LIGHT_KNOTS, _LIGHT_KNOTS) if uneven else None
+
+
+def _paper_seed(coarse: np.ndarray, step: int) -> np.ndarray:
+    """Where the light fit starts: pixels no darker than the paper around them (flattened, every
+    ``step``-th row and column). A grey closing over a quarter of the image fills in the strokes
+    but keeps a shadow or a vignette, which are wider; pixels well below it are ink and are left out
+    of the first fit. Starting from every pixel instead, a digit that fills a small image (a
+    low-resolution scan) pulled the surface into its strokes, and their fainter parts were divided
+    out as if they were shade."""
+    size = max(3, round(min(coarse.shape) / 4))
+    closed = ndimage.grey_closing(coarse, size=(size, size)).astype(np.float32)
+    contrast = max(float(closed.max()) - float(coarse.min()), 1.0)
+    return ((closed - coarse) < _INK_DEPTH * contrast)[::step, ::step].ravel()
 
 
 def _even_out(gray: np.ndarray, grid: np.ndarray) -> np.ndarray:
