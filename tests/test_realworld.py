@@ -242,3 +242,6 @@ def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     # Whole at 97%: whole, though one half alone would be surer.
     chosen = choose(marks, probabilities([(0, 0.97), (1, 0.99), (7, 0.5), (3, 0.99)]))
     assert [c for c, _ in chosen] == [whole, alone]
+    # Whole at 90%, halves at 99% and 90%: surer on average, but both right only 89% of the time.
+    chosen = choose(marks, probabilities([(0, 0.9), (1, 0.99), (0, 0.9), (3, 0.99)]))
+    assert [c for c, _ in chosen] == [whole, alone]

@@ -2,7 +2,7 @@
 
 ``segmentation.segment_number`` offers each mark whole and, where it is wide enough to be touching
 neighbours, cut into 2, 3, ... digits. The model reads every candidate in one batch, and each mark
-is read the way whose digits the model is surest of on average (the geometric mean of their
+is read the way most likely to be right as a whole (the product of its digits' calibrated
 confidences): segmentation by recognition, as postal-code readers have done since the 1990s.
 """
 
@@ -22,15 +22,19 @@ def choose(
     marks: list[list[list[DigitCrop]]], probabilities: np.ndarray
 ) -> list[tuple[DigitCrop, np.ndarray]]:
     """The digits of the number, left to right, each with its probabilities: for every mark, the
-    reading whose digits have the highest mean log confidence (``probabilities`` in the order of
-    ``candidate_images``)."""
+    reading whose digits are most likely all right, the product of their confidences
+    (``probabilities`` in the order of ``candidate_images``).
+
+    A mean would not charge a reading for its extra digits: a wide 0 cut into two confident halves
+    outscored the whole 0. Each added digit is one more chance to be wrong, as in the number's own
+    confidence."""
     chosen, start = [], 0
     for readings in marks:
         best, best_score = None, -np.inf
         for crops in readings:
             rows = probabilities[start : start + len(crops)]
             start += len(crops)
-            score = float(np.mean(np.log(np.clip(rows.max(axis=1), 1e-12, 1.0))))
+            score = float(np.sum(np.log(np.clip(rows.max(axis=1), 1e-12, 1.0))))
             if score > best_score:
                 best, best_score = list(zip(crops, rows, strict=True)), score
         chosen.extend(best)
