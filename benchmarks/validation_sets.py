@@ -1,0 +1,86 @@
+"""The real-world benchmark's kinds of image, built from MNIST *validation* digits: for design choices.
+
+The real-world sets only measure; preprocessing, segmentation and the choice between trained models
+are decided here instead, on images of the 5,000 validation digits (the split every run holds out),
+read through the app's own endpoints like the benchmark's:
+
+* ``low-resolution``: each digit reduced to 8 pixels a side (box filter, aspect ratio kept), enlarged
+  3-8x (bicubic) and printed dark on noisy paper as a JPEG: a low-resolution scan;
+* ``photographed``: photos as ``digits.realworld.photo_of`` takes them, all unevenly lit;
+* ``numbers``: numbers of 2-6 digits as ``digits.realworld.numbers`` writes them.
+
+    python benchmarks/validation_sets.py [--model DIR] [--count N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from PIL import Image
+
+from digits import realworld as sets
+from digits.realworld_benchmark import read_uploads, score
+
+
+def low_resolution_scan(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A 28x28 uint8 MNIST digit as a JPEG of a low-resolution scan."""
+    ink = digit.astype(np.float32) / 255
+    rows, cols = np.flatnonzero(ink.max(axis=1) > 0.1), np.flatnonzero(ink.max(axis=0) > 0.1)
+    crop = Image.fromarray(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], "F")
+    scale = 8 / max(crop.size)
+    small = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.BOX)
+    low = np.zeros((8, 8), dtype=np.float32)
+    top, left = (8 - small.height) // 2, (8 - small.width) // 2
+    low[top : top + small.height, left : left + small.width] = np.asarray(small)
+    side = int(8 * rng.uniform(3, 8))
+    big = Image.fromarray((np.clip(low, 0, 1) * 255).astype(np.uint8)).resize((side, side), Image.BICUBIC)
+    margin = int(side * rng.uniform(0.1, 0.5))
+    sheet = np.zeros((side + 2 * margin, side + 2 * margin))
+    sheet[margin : margin + side, margin : margin + side] = np.asarray(big) / 255.0
+    paper = sets._paper((sheet.shape[1], sheet.shape[0]), rng, rng.uniform(2, 8))
+    pixels = paper - sheet * (paper - rng.uniform(10, 70))
+    return sets.jpeg(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), int(rng.integers(40, 91)))
+
+
+def main() -> None:
+    from fastapi.testclient import TestClient
+
+    from digits.data import prepare
+    from digits.server import create_app
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="run folder or model file (default: the served model)")
+    parser.add_argument("--count", type=int, default=1000, help="images per set (default: 1000)")
+    args = parser.parse_args()
+    data = prepare(val_size=5000, seed=0)  # the split every run holds out
+    digits, labels = (data.x_val[..., 0] * 255).round().astype(np.uint8), data.y_val
+    rng = np.random.default_rng(2026)
+    pick = rng.choice(len(labels), args.count, replace=False)
+    built = {
+        "low-resolution": [
+            sets.Sample(low_resolution_scan(digits[i], rng), str(labels[i]), "scan") for i in pick
+        ],
+        "photographed": [
+            sets.Sample(sets.photo_of(digits[i], rng, uneven_light=True), str(labels[i]), "photo")
+            for i in pick
+        ],
+        "numbers": sets.numbers(digits, labels, rng, args.count // 2),
+    }
+    with TestClient(create_app(args.model)) as client:
+        print(f"model: {client.get('/api/model').json()['name']}")
+        for name, samples in built.items():
+            answers = read_uploads(client, samples, number=name == "numbers", log=lambda _: None)
+            row = score(name, answers, 0.0)
+            extra = ""
+            if name == "numbers":
+                kinds = {k: np.mean([a.right for a in answers if a.kind == k]) for k in ("touching", "apart")}
+                extra = f"  (touching {kinds['touching']:.2%}, apart {kinds['apart']:.2%})"
+            print(
+                f"{name:<15} {row['images']:>5} images  read right {row['accuracy']:.2%}"
+                f"  not a digit {row['not_a_digit']:.2%}  ECE {row['ece']:.2%}{extra}"
+            )
+
+
+if __name__ == "__main__":
+    main()
