@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from digits import DigitsError, data
 from digits import realworld as sets
@@ -20,7 +20,6 @@ from digits.calibration import (
     scaled,
 )
 from digits.images import decode_image
-from digits.preprocess import normalise
 from digits.realworld import NONE, Answer
 from digits.realworld_benchmark import expected_calibration_error, score
 from digits.strokes import drawn_digits
@@ -201,21 +200,6 @@ def test_generated_letters_and_marks_are_dark_strokes_on_white():
         pixels = np.asarray(image)
         assert pixels.max() == 255 and pixels.min() == 0
         assert 0.005 < np.mean(pixels < 128) < 0.5
-
-
-def test_touching_pairs_are_two_digits_in_one_image():
-    from digits.negatives import touching_pair
-
-    ring = Image.new("L", (28, 28), 0)
-    ImageDraw.Draw(ring).ellipse((7, 4, 21, 24), outline=255, width=3)
-    digits = np.stack([np.asarray(ring, dtype=np.float32) / 255] * 2)[..., np.newaxis]
-    rng = np.random.default_rng(0)
-    for _ in range(10):
-        image = np.asarray(touching_pair(rng, digits))
-        assert image.dtype == np.uint8 and image[0].min() == 255  # dark ink on white, paper around
-        inked = normalise(image) > 0.5
-        rows, cols = (np.ptp(np.flatnonzero(inked.any(axis=a))) + 1 for a in (1, 0))
-        assert 2 * rows > cols > rows  # both rings, side by side, overlapping a little
 
 
 def test_training_negatives_are_model_inputs():

@@ -6,10 +6,7 @@ confidence that separates its classes from the unseen. The negatives here are:
 
 * Fashion-MNIST *training* items (Debian's ``dataset-fashion-mnist``); its test items only measure;
 * letters drawn from stroke skeletons (the real-world benchmark's letters are printed from fonts);
-* random pen paths and outline shapes (the benchmark's scribbles are spirals, zigzags and wanders);
-* two MNIST *training* digits that touch or overlap: one mark a model sure of single digits reads as
-  one of them, so a written number's touching neighbours were read as one digit; taught that such a
-  mark is no digit, the model leaves the number reader to cut it in two.
+* random pen paths and outline shapes (the benchmark's scribbles are spirals, zigzags and wanders).
 
 Every image goes through ``preprocess.normalise``, so the model learns from what it would see when
 a user sends such a picture.
@@ -108,28 +105,9 @@ def random_marks(rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def touching_pair(rng: np.random.Generator, digits: np.ndarray) -> Image.Image:
-    """Two of ``digits`` (float (N, 28, 28, 1) in [0, 1]) side by side, overlapping by up to 4 pixels
-    (at most a third of the narrower) and a little up or down, enlarged 2-4x, dark on white."""
-    first, second = (digits[int(i), ..., 0] for i in rng.integers(len(digits), size=2))
-    left, right = (d[:, np.flatnonzero(d.max(axis=0) > 0.1)] for d in (first, second))
-    shift = int(rng.integers(-3, 4))
-    # At most a third of the narrower digit: a 1 drawn inside its neighbour would be one digit.
-    overlap = int(rng.integers(0, min(4, min(left.shape[1], right.shape[1]) // 3) + 1))
-    start = 4 + left.shape[1] - overlap
-    pair = np.zeros((34, start + right.shape[1] + 4), dtype=np.float32)
-    pair[3 : 3 + 28, 4 : 4 + left.shape[1]] = left
-    region = pair[3 + shift : 31 + shift, start : start + right.shape[1]]
-    np.maximum(region, right, out=region)
-    image = Image.fromarray((255 - pair * 255).astype(np.uint8))
-    scale = rng.uniform(2, 4)
-    return image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.BILINEAR)
-
-
-def training_negatives(count: int, seed: int, digits: np.ndarray | None = None) -> np.ndarray:
+def training_negatives(count: int, seed: int) -> np.ndarray:
     """``count`` non-digit model inputs, float32 (count, 28, 28, 1): half Fashion-MNIST training items,
-    the rest drawn letters, random marks and, given training ``digits``, touching pairs of them, in
-    equal shares."""
+    a quarter drawn letters, a quarter random marks."""
     rng = np.random.default_rng([seed, 1979])
     fashion = load_fashion("train")
     if fashion is None:
@@ -140,11 +118,8 @@ def training_negatives(count: int, seed: int, digits: np.ndarray | None = None) 
     images = []
     for i in rng.choice(len(fashion), count // 2, replace=False):
         images.append(fashion[i])
-    makers = [drawn_letter, random_marks]
-    if digits is not None and len(digits):
-        makers.append(lambda rng: touching_pair(rng, digits))
     while len(images) < count:
-        images.append(np.asarray(makers[len(images) % len(makers)](rng)))
+        images.append(np.asarray(drawn_letter(rng) if len(images) % 2 else random_marks(rng)))
     out = []
     for image in images:
         try:
@@ -160,12 +135,11 @@ HELD_OUT_NEGATIVES = 1000
 
 def with_negatives(count: int, seed: int, x: np.ndarray, targets: np.ndarray, log=print):
     """The training images and one-hot targets with ``count`` non-digits added (uniform targets), and
-    the held-out negatives that calibration scores (None when ``count`` is 0). Touching pairs are
-    made of the training digits ``x``."""
+    the held-out negatives that calibration scores (None when ``count`` is 0)."""
     if not count:
         return x, targets, None
     log(f"generating {count + HELD_OUT_NEGATIVES:,} non-digit images (outlier exposure)")
-    negatives = training_negatives(count + HELD_OUT_NEGATIVES, seed, x)
+    negatives = training_negatives(count + HELD_OUT_NEGATIVES, seed)
     used, held_out = negatives[:count], negatives[count:]
     uniform = np.full((len(used), targets.shape[1]), 1.0 / targets.shape[1], dtype=np.float32)
     return np.concatenate([x, used]), np.concatenate([targets, uniform]), held_out
