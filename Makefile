@@ -54,9 +54,9 @@ default-model: install
 		runs/default-model/config.json runs/default-model/calibration.json src/digits/default_model/
 
 ## make handwriting-model: retrain models/fast-cnn-wide-handwriting (strangers' hands, "not a digit");
-## its non-digit examples need Fashion-MNIST (apt-get install dataset-fashion-mnist); about 40 minutes
+## its non-digit examples need Fashion-MNIST (apt-get install dataset-fashion-mnist); about 25 minutes
 handwriting-model: install
-	$(BIN)/digits train --model fast-cnn-wide --augment handwriting --negatives 15000 \
+	$(BIN)/digits train --model fast-cnn-wide --augment handwriting --negatives 30000 --ema 0.999 \
 		--out runs/fast-cnn-wide-handwriting
 	mkdir -p models/fast-cnn-wide-handwriting
 	$(BIN)/digits export runs/fast-cnn-wide-handwriting --format onnx
