@@ -38,9 +38,8 @@ def low_resolution_scan(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     margin = int(side * rng.uniform(0.1, 0.5))
     sheet = np.zeros((side + 2 * margin, side + 2 * margin))
     sheet[margin : margin + side, margin : margin + side] = np.asarray(big) / 255.0
-    paper = sets._paper((sheet.shape[1], sheet.shape[0]), rng, rng.uniform(2, 8))
-    pixels = paper - sheet * (paper - rng.uniform(10, 70))
-    return sets.jpeg(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), int(rng.integers(40, 91)))
+    image = sets.ink_on_paper(sheet, rng, noise=rng.uniform(2, 8))
+    return sets.jpeg(image, int(rng.integers(40, 91)))
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ def _paper(size: tuple[int, int], rng: np.random.Generator, noise: float) -> np.
     return level + rng.normal(0, noise, (height, width))
 
 
-def _ink_on_paper(ink: np.ndarray, rng: np.random.Generator, noise: float) -> Image.Image:
+def ink_on_paper(ink: np.ndarray, rng: np.random.Generator, noise: float) -> Image.Image:
     """Ink strength (0..1, any size) printed dark on noisy paper, as an 8-bit image."""
     paper = _paper((ink.shape[1], ink.shape[0]), rng, noise)
     darkest = rng.uniform(10, 70)
@@ -107,7 +107,7 @@ def other_writers(rng: np.random.Generator, count: int | None = None) -> list[Sa
         margin = int(side * rng.uniform(0.1, 0.5))
         sheet = np.zeros((side + 2 * margin, side + 2 * margin))
         sheet[margin : margin + side, margin : margin + side] = np.asarray(big) / 255.0
-        image = _ink_on_paper(sheet, rng, noise=rng.uniform(2, 8))
+        image = ink_on_paper(sheet, rng, noise=rng.uniform(2, 8))
         samples.append(Sample(jpeg(image, int(rng.integers(40, 91))), str(digits.target[i]), "optdigits"))
     return samples
 
@@ -199,7 +199,7 @@ def numbers(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, co
         scale = rng.uniform(2, 5)
         size = (int(row.shape[1] * scale), int(row.shape[0] * scale))
         big = Image.fromarray((row * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-        image = _ink_on_paper(np.asarray(big) / 255.0, rng, noise=rng.uniform(2, 6))
+        image = ink_on_paper(np.asarray(big) / 255.0, rng, noise=rng.uniform(2, 6))
         label = "".join(str(y_test[i]) for i in picks)
         samples.append(
             Sample(jpeg(image, int(rng.integers(50, 91))), label, "touching" if touching else "apart")
@@ -224,7 +224,7 @@ def _letter(rng: np.random.Generator, fonts: list[Path]) -> Image.Image:
     canvas = Image.new("L", (size * 2, size * 2), 0)
     ImageDraw.Draw(canvas).text((size // 2, size // 3), letter, fill=255, font=font)
     canvas = canvas.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
-    return _ink_on_paper(np.asarray(canvas) / 255.0, rng, noise=rng.uniform(2, 6))
+    return ink_on_paper(np.asarray(canvas) / 255.0, rng, noise=rng.uniform(2, 6))
 
 
 def _scribble(rng: np.random.Generator) -> Image.Image:
@@ -250,7 +250,7 @@ def _scribble(rng: np.random.Generator) -> Image.Image:
         r = side * 0.4 * t / t[-1]
         points = list(zip(side / 2 + r * np.cos(t), side / 2 + r * np.sin(t), strict=True))
     pen.line(points, fill=255, width=width, joint="curve")
-    return _ink_on_paper(np.asarray(image) / 255.0, rng, noise=rng.uniform(2, 6))
+    return ink_on_paper(np.asarray(image) / 255.0, rng, noise=rng.uniform(2, 6))
 
 
 def _blank(rng: np.random.Generator) -> Image.Image:
