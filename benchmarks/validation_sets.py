@@ -24,7 +24,7 @@ from digits.realworld_benchmark import read_uploads, score
 
 
 def low_resolution_scan(digit: np.ndarray, rng: np.random.Generator) -> bytes:
-    """A 28x28 uint8 MNIST digit as a JPEG of a low-resolution scan."""
+    """A 28x28 uint8 MNIST digit reduced to 8x8 (aspect ratio kept), as a JPEG scan of it."""
     ink = digit.astype(np.float32) / 255
     rows, cols = np.flatnonzero(ink.max(axis=1) > 0.1), np.flatnonzero(ink.max(axis=0) > 0.1)
     crop = Image.fromarray(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], "F")
@@ -33,13 +33,7 @@ def low_resolution_scan(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     low = np.zeros((8, 8), dtype=np.float32)
     top, left = (8 - small.height) // 2, (8 - small.width) // 2
     low[top : top + small.height, left : left + small.width] = np.asarray(small)
-    side = int(8 * rng.uniform(3, 8))
-    big = Image.fromarray((np.clip(low, 0, 1) * 255).astype(np.uint8)).resize((side, side), Image.BICUBIC)
-    margin = int(side * rng.uniform(0.1, 0.5))
-    sheet = np.zeros((side + 2 * margin, side + 2 * margin))
-    sheet[margin : margin + side, margin : margin + side] = np.asarray(big) / 255.0
-    image = sets.ink_on_paper(sheet, rng, noise=rng.uniform(2, 8))
-    return sets.jpeg(image, int(rng.integers(40, 91)))
+    return sets.low_resolution_scan(low, rng)
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ def _paper(size: tuple[int, int], rng: np.random.Generator, noise: float) -> np.
     return level + rng.normal(0, noise, (height, width))
 
 
-def ink_on_paper(ink: np.ndarray, rng: np.random.Generator, noise: float) -> Image.Image:
+def _ink_on_paper(ink: np.ndarray, rng: np.random.Generator, noise: float) -> Image.Image:
     """Ink strength (0..1, any size) printed dark on noisy paper, as an 8-bit image."""
     paper = _paper((ink.shape[1], ink.shape[0]), rng, noise)
     darkest = rng.uniform(10, 70)
@@ -90,26 +90,29 @@ def ink_on_paper(ink: np.ndarray, rng: np.random.Generator, noise: float) -> Ima
 
 
 def other_writers(rng: np.random.Generator, count: int | None = None) -> list[Sample]:
-    """The optdigits test digits (8x8, 17 grey levels) as low-resolution scans of dark ink on paper.
-
-    Each is upscaled 3-8 times (bicubic, as a scanner's driver would), placed with a margin, given
-    sensor noise and saved as JPEG of quality 40-90.
-    """
+    """The optdigits test digits (8x8, 17 grey levels) as low-resolution scans of dark ink on paper
+    (``low_resolution_scan``)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     order = rng.permutation(len(digits.target))[:count]
-    samples = []
-    for i in order:
-        ink = digits.images[i] / 16.0
-        side = int(8 * rng.uniform(3, 8))
-        big = Image.fromarray((ink * 255).astype(np.uint8)).resize((side, side), Image.Resampling.BICUBIC)
-        margin = int(side * rng.uniform(0.1, 0.5))
-        sheet = np.zeros((side + 2 * margin, side + 2 * margin))
-        sheet[margin : margin + side, margin : margin + side] = np.asarray(big) / 255.0
-        image = ink_on_paper(sheet, rng, noise=rng.uniform(2, 8))
-        samples.append(Sample(jpeg(image, int(rng.integers(40, 91))), str(digits.target[i]), "optdigits"))
-    return samples
+    return [
+        Sample(low_resolution_scan(digits.images[i] / 16.0, rng), str(digits.target[i]), "optdigits")
+        for i in order
+    ]
+
+
+def low_resolution_scan(ink: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Ink strength (0..1) of a small image, such as 8x8, as a JPEG scan of it: upscaled 3-8 times
+    (bicubic, as a scanner's driver would), placed with a margin, sensor noise, quality 40-90."""
+    side = int(ink.shape[1] * rng.uniform(3, 8))
+    pixels = (np.clip(ink, 0, 1) * 255).astype(np.uint8)
+    big = Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC)
+    margin = int(side * rng.uniform(0.1, 0.5))
+    sheet = np.zeros((side + 2 * margin, side + 2 * margin))
+    sheet[margin : margin + side, margin : margin + side] = np.asarray(big) / 255.0
+    image = _ink_on_paper(sheet, rng, noise=rng.uniform(2, 8))
+    return jpeg(image, int(rng.integers(40, 91)))
 
 
 # ---------------------------------------------------------------------------- photographed
@@ -199,7 +202,7 @@ def numbers(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, co
         scale = rng.uniform(2, 5)
         size = (int(row.shape[1] * scale), int(row.shape[0] * scale))
         big = Image.fromarray((row * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-        image = ink_on_paper(np.asarray(big) / 255.0, rng, noise=rng.uniform(2, 6))
+        image = _ink_on_paper(np.asarray(big) / 255.0, rng, noise=rng.uniform(2, 6))
         label = "".join(str(y_test[i]) for i in picks)
         samples.append(
             Sample(jpeg(image, int(rng.integers(50, 91))), label, "touching" if touching else "apart")
@@ -224,7 +227,7 @@ def _letter(rng: np.random.Generator, fonts: list[Path]) -> Image.Image:
     canvas = Image.new("L", (size * 2, size * 2), 0)
     ImageDraw.Draw(canvas).text((size // 2, size // 3), letter, fill=255, font=font)
     canvas = canvas.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
-    return ink_on_paper(np.asarray(canvas) / 255.0, rng, noise=rng.uniform(2, 6))
+    return _ink_on_paper(np.asarray(canvas) / 255.0, rng, noise=rng.uniform(2, 6))
 
 
 def _scribble(rng: np.random.Generator) -> Image.Image:
@@ -250,7 +253,7 @@ def _scribble(rng: np.random.Generator) -> Image.Image:
         r = side * 0.4 * t / t[-1]
         points = list(zip(side / 2 + r * np.cos(t), side / 2 + r * np.sin(t), strict=True))
     pen.line(points, fill=255, width=width, joint="curve")
-    return ink_on_paper(np.asarray(image) / 255.0, rng, noise=rng.uniform(2, 6))
+    return _ink_on_paper(np.asarray(image) / 255.0, rng, noise=rng.uniform(2, 6))
 
 
 def _blank(rng: np.random.Generator) -> Image.Image:
