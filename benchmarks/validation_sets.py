@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--model", help="run folder or model file (default: the served model)")
     parser.add_argument("--count", type=int, default=1000, help="images per set (default: 1000)")
     args = parser.parse_args()
+    if not 2 <= args.count <= 5000:  # numbers take half as many; validation holds 5,000 digits
+        parser.error(f"--count must be between 2 and 5000, got {args.count}")
     data = prepare(val_size=5000, seed=0)  # the split every run holds out
     digits, labels = (data.x_val[..., 0] * 255).round().astype(np.uint8), data.y_val
     rng = np.random.default_rng(2026)
@@ -67,8 +69,8 @@ def main() -> None:
             row = score(name, answers, 0.0)
             extra = ""
             if name == "numbers":
-                kinds = {k: np.mean([a.right for a in answers if a.kind == k]) for k in ("touching", "apart")}
-                extra = f"  (touching {kinds['touching']:.2%}, apart {kinds['apart']:.2%})"
+                kinds = {k: [a.right for a in answers if a.kind == k] for k in ("touching", "apart")}
+                extra = "  (" + ", ".join(f"{k} {np.mean(v):.2%}" for k, v in kinds.items() if v) + ")"
             print(
                 f"{name:<15} {row['images']:>5} images  read right {row['accuracy']:.2%}"
                 f"  not a digit {row['not_a_digit']:.2%}  ECE {row['ece']:.2%}{extra}"
