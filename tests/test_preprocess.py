@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from digits import preprocess
 from digits.images import ImageError, NoDigitError, decode_image, peek_pixels
 from digits.preprocess import load_image, normalise
 from digits.segmentation import segment_digits, segment_number
@@ -91,6 +92,15 @@ def test_off_centre_digit_is_centred_by_centre_of_mass():
     out = normalise(np.asarray(corner))
     centre_y, centre_x = ndimage.center_of_mass(out)
     assert abs(centre_y - 14) <= 0.6 and abs(centre_x - 14) <= 0.6
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.floats(0.05, 0.95), st.integers(0, 2**32 - 1))
+def test_mask_growing_and_shrinking_equal_scipys(height, width, density, seed):
+    mask = np.random.default_rng(seed).random((height, width)) < density
+    square = np.ones((3, 3), dtype=bool)
+    assert np.array_equal(preprocess._dilate(mask), ndimage.binary_dilation(mask, structure=square))
+    assert np.array_equal(preprocess._erode(mask), ndimage.binary_erosion(mask, structure=square))
 
 
 def test_same_digit_anywhere_gives_the_same_input():
