@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint lock install install-dev report default-model handwriting-model best-model
+.PHONY: run test lint lock install install-dev report default-model best-model
 
 # make run needs the package with its training extra; make test also the dev extras (pytest, ruff, ...).
 # Every version, transitive ones included, comes from the lock file (make lock writes it).
@@ -44,25 +44,15 @@ test: lint
 report: install
 	$(BIN)/digits benchmark --report
 
-## make default-model: retrain the small model shipped in src/digits/default_model (serve, predict)
+## make default-model: retrain the model shipped in src/digits/default_model (serve, predict): strangers'
+## hands and "not a digit"; its non-digit examples need Fashion-MNIST (apt-get install
+## dataset-fashion-mnist); about 30 minutes here. Training calibrates it on validation.
 default-model: install
-	$(BIN)/digits train --model fast-cnn --epochs 12 --batch-size 128 --learning-rate 3e-3 --augment affine \
+	$(BIN)/digits train --model deep-cnn --epochs 16 --augment handwriting --negatives 30000 --ema 0.999 \
 		--out runs/default-model
-	$(BIN)/digits calibrate runs/default-model
 	$(BIN)/digits export runs/default-model --format onnx
 	cp runs/default-model/model.keras runs/default-model/model.onnx runs/default-model/metrics.json \
 		runs/default-model/config.json runs/default-model/calibration.json src/digits/default_model/
-
-## make handwriting-model: retrain models/fast-cnn-wide-handwriting (strangers' hands, "not a digit");
-## its non-digit examples need Fashion-MNIST (apt-get install dataset-fashion-mnist); about 25 minutes
-handwriting-model: install
-	$(BIN)/digits train --model fast-cnn-wide --augment handwriting --negatives 30000 --ema 0.999 \
-		--out runs/fast-cnn-wide-handwriting
-	mkdir -p models/fast-cnn-wide-handwriting
-	$(BIN)/digits export runs/fast-cnn-wide-handwriting --format onnx
-	cp runs/fast-cnn-wide-handwriting/model.keras runs/fast-cnn-wide-handwriting/model.onnx \
-		runs/fast-cnn-wide-handwriting/metrics.json runs/fast-cnn-wide-handwriting/config.json \
-		runs/fast-cnn-wide-handwriting/calibration.json models/fast-cnn-wide-handwriting/
 
 ## make best-model: retrain the best single model kept in models/$(BEST_MODEL) (20-75 minutes, by host)
 # Named once: the folder changes whenever validation picks another run.

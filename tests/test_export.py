@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits import data
+from digits import data, runs
 from digits.cli import main
 from digits.inference import (
     DEFAULT_MODEL,
@@ -91,7 +91,8 @@ def test_an_onnx_export_into_the_run_folder_is_what_the_run_then_answers_with(ke
     assert main(["export", str(run), "--format", "onnx"]) == 0
     classifier = load_classifier(run)
     # Calibrated (calibration.json applies to it) and named as the run.
-    assert isinstance(classifier.classifier, OnnxClassifier) and classifier.name.startswith("fast-cnn")
+    assert isinstance(classifier.classifier, OnnxClassifier)
+    assert classifier.name == runs.read_config(run).model
     x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
     keras = load_classifier(run / "model.keras").predict_proba(x)
     assert np.abs(classifier.predict_proba(x) - keras).max() < TOLERANCE
@@ -112,10 +113,10 @@ def test_an_onnx_file_exported_elsewhere_takes_the_run_files_with_it(keras_run, 
 def test_an_ensemble_of_keras_models_exports_as_their_average(keras_run, tmp_path):
     from digits.inference import EnsembleClassifier
 
-    handwriting = REPO / "models" / "fast-cnn-wide-handwriting" / "model.keras"
+    best = REPO / "models" / "deep-cnn-ema-e40-seed3" / "model.keras"
     ensemble = tmp_path / "ensemble"
     ensemble.mkdir()
-    members = [str(keras_run / "model.keras"), str(handwriting)]
+    members = [str(keras_run / "model.keras"), str(best)]
     (ensemble / "ensemble.json").write_text(json.dumps({"members": members}))
     assert main(["export", str(ensemble), "--format", "onnx"]) == 0
     x = np.random.default_rng(1).random((16, 28, 28, 1), dtype=np.float32)

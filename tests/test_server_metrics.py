@@ -10,6 +10,7 @@ from conftest import one_png, serving
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from digits import runs
 from digits.inference import DEFAULT_MODEL
 from digits.server import create_app
 
@@ -47,7 +48,7 @@ def test_metrics_count_requests_latency_answers_and_name_the_model():
     assert found[("digits_request_seconds_count", (("endpoint", "/api/predict"),))] == 4
     assert found[("digits_answers_total", (("answer", "1"),))] == 3
     model = [labels for name, labels in found if name == "digits_model_info"]
-    assert model == [(("model", "fast-cnn"),)]
+    assert model == [(("model", runs.read_config(DEFAULT_MODEL.parent).model),)]
 
 
 def test_cors_is_off_unless_origins_are_given():
