@@ -20,7 +20,7 @@ import numpy as np
 from digits import DigitsError, batch_norm, import_tensorflow_quietly, read_json, runs
 from digits.calibration import CalibratedClassifier, Calibration
 
-#: The small trained model shipped with the package (``make default-model``): serve and predict use it,
+#: The trained model shipped with the package (``make default-model``): serve and predict use it,
 #: as ONNX (its ``model.keras`` lies beside it, for training-side tools).
 DEFAULT_MODEL = Path(__file__).parent / "default_model" / "model.onnx"
 #: Environment variable naming the model ``serve`` and ``predict`` use when none is given.
