@@ -16,7 +16,7 @@ MAX_DIGITS = 20
 # A mark wider than _WIDE times its height may be touching digits, at most one per _NARROWEST
 # heights of its width and _MOST_SPLIT in all; a mark under _FRAGMENT of the tallest's height is part
 # of its neighbour.
-_WIDE = 0.9
+_WIDE = 0.75
 _NARROWEST = 0.45
 _MOST_SPLIT = 6
 _TWO_DIGIT_CUTS = 4
