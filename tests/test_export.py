@@ -113,6 +113,7 @@ def test_an_onnx_file_exported_elsewhere_takes_the_run_files_with_it(keras_run, 
 def test_an_ensemble_of_keras_models_exports_as_their_average(keras_run, tmp_path):
     from digits.inference import EnsembleClassifier
 
+    # The served model and the best single model: two members of one architecture, one layer name.
     best = REPO / "models" / "deep-cnn-ema-e40-seed3" / "model.keras"
     ensemble = tmp_path / "ensemble"
     ensemble.mkdir()

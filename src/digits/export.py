@@ -43,14 +43,14 @@ def keras_model(path: str | Path):
     if isinstance(classifier, EnsembleClassifier):
         inputs = keras.Input((28, 28, 1), name="image")
         outputs = keras.layers.Average()(
-            [_member_output(m, inputs, classifier.path) for m in classifier.members]
+            [_member_output(m, inputs, classifier.path, n) for n, m in enumerate(classifier.members, 1)]
         )
         return keras.Model(inputs, outputs, name="ensemble"), classifier.path
     kind = "an ONNX" if classifier.path.suffix == ".onnx" else "a scikit-learn"
     raise DigitsError(f"{classifier.path}: {kind} model; only Keras models (.keras) export")
 
 
-def _member_output(member, inputs, ensemble: Path):
+def _member_output(member, inputs, ensemble: Path, number: int):
     """An ensemble member's probabilities as a Keras tensor: calibrated, as the member answers."""
     import keras
 
@@ -61,6 +61,8 @@ def _member_output(member, inputs, ensemble: Path):
         raise DigitsError(
             f"{ensemble}: only an ensemble of Keras models without test-time shifts exports as one model"
         )
+    # Members of one architecture share a model name, and a Keras model's layers need distinct ones.
+    member.model.name = f"member_{number}_{member.model.name}"
     probabilities = member.model(inputs)
     if temperature is None:
         return probabilities
