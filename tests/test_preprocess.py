@@ -164,7 +164,7 @@ def test_faint_strokes_of_low_resolution_scans_are_not_taken_for_shade(monkeypat
     # A digit that fills a small image pulled the light fit into its strokes, and their fainter parts
     # were divided out as shade: 8s reached the model as 3s, 9s as 7s. On evenly lit paper the fit
     # must leave the ink as it is (within 10%) for at least 9 scans in 10 (it did for 13 in 100).
-    from digits import data, preprocess
+    from digits import data
 
     try:
         (digits, _), _ = data.load_mnist()

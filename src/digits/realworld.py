@@ -103,7 +103,7 @@ def other_writers(rng: np.random.Generator, count: int | None = None) -> list[Sa
 
 
 def low_resolution_scan(ink: np.ndarray, rng: np.random.Generator) -> bytes:
-    """Ink strength (0..1) of a small image, such as 8x8, as a JPEG scan of it: upscaled 3-8 times
+    """Ink strength (0..1) of a small square image, such as 8x8, as a JPEG scan of it: upscaled 3-8 times
     (bicubic, as a scanner's driver would), placed with a margin, sensor noise, quality 40-90."""
     side = int(ink.shape[1] * rng.uniform(3, 8))
     pixels = (np.clip(ink, 0, 1) * 255).astype(np.uint8)
