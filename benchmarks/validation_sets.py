@@ -11,7 +11,7 @@ read through the app's own endpoints like the benchmark's:
 * ``photographed``: photos as ``digits.realworld.photo_of`` takes them, all unevenly lit;
 * ``numbers``: numbers of 2-6 digits as ``digits.realworld.numbers`` writes them.
 
-    python benchmarks/validation_sets.py [--model DIR] [--count N]
+    python benchmarks/validation_sets.py [--model DIR] [--count N] [--sets NAME ...]
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from PIL import Image
 
 from digits import realworld as sets
 from digits.realworld_benchmark import read_uploads, score
+
+#: The sets, built in this order (so that each set's images stay the same whichever are read).
+SETS = ("low-resolution", "photographed", "numbers", "thick-pen")
 
 
 def low_resolution_scan(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -60,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="run folder or model file (default: the served model)")
     parser.add_argument("--count", type=int, default=1000, help="images per set (default: 1000)")
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=SETS, help="sets to read (default: all)")
     args = parser.parse_args()
     if not 2 <= args.count <= 5000:  # numbers take half as many; validation holds 5,000 digits
         parser.error(f"--count must be between 2 and 5000, got {args.count}")
@@ -85,6 +89,8 @@ def main() -> None:
     with TestClient(create_app(args.model)) as client:
         print(f"model: {client.get('/api/model').json()['name']}")
         for name, samples in built.items():
+            if name not in args.sets:
+                continue
             answers = read_uploads(client, samples, number=name == "numbers", log=lambda _: None)
             row = score(name, answers, 0.0)
             extra = "  errors " + ", ".join(f"{k} ({n})" for k, n in row["confusions"])

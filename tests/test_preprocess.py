@@ -557,3 +557,31 @@ def test_a_file_that_cannot_be_read_is_an_image_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_bytes", denied)
     with pytest.raises(ImageError, match=r"seven.png: cannot be read \(Permission denied\)"):
         load_image(path)
+
+
+def test_a_cut_between_leaning_digits_follows_the_gap_between_them():
+    # A 1 leaning right over a 0: their columns overlap, so no straight cut can part them whole.
+    image = Image.new("L", (420, 200), 255)
+    draw = ImageDraw.Draw(image)
+    draw.line([(165, 30), (95, 170)], fill=0, width=12)  # the 1, top right of its foot
+    draw.ellipse([(140, 30), (270, 170)], outline=0, width=12)  # the 0, touching it near the top
+    (readings,) = segment_number(np.asarray(image))
+    overlapping = [
+        (left.box, right.box)
+        for left, right in (reading for reading in readings if len(reading) == 2)
+        if left.box[0] + left.box[2] > right.box[0]
+    ]
+    assert overlapping, [[crop.box for crop in reading] for reading in readings]
+
+
+def test_a_seam_crosses_the_least_ink():
+    from digits.segmentation import _seam
+
+    ink = np.ones((20, 30), dtype=bool)
+    for row in range(20):  # a diagonal channel without ink, from column 8 down to column 27
+        ink[row, 8 + row : 10 + row] = False
+    path = _seam(ink, start=15, reach=14)
+    assert not ink[np.arange(20), path].any()  # it found the channel
+    assert (np.abs(np.diff(path)) <= 1).all()
+    # With no ink in the way it goes straight down from where it started.
+    assert (_seam(np.zeros((20, 30), dtype=bool), start=12, reach=5) == 12).all()

@@ -268,11 +268,17 @@ def union(slices: list[tuple[slice, slice]]) -> tuple[slice, slice]:
 
 
 def cut(
-    ink: Ink, marks: list[int], box: tuple[slice, slice], sides: tuple[int, int] = (1, 1)
+    ink: Ink,
+    marks: list[int],
+    box: tuple[slice, slice],
+    sides: tuple[int, int] = (1, 1),
+    within: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[slice, slice]]:
     """The ink strength (0..1) of the given marks, cut from the full-resolution image, tightly cropped.
 
     ``sides`` are the margins left and right, in coarse pixels (0 where a touching neighbour was cut off).
+    ``within``, a mask the shape of ``ink.labels``, keeps only its pixels: one digit's side of the
+    path that parts it from a touching neighbour.
     """
     f, (height, width) = ink.factor, ink.labels.shape
     # One coarse pixel of margin keeps the anti-aliased edges of the strokes.
@@ -281,6 +287,8 @@ def cut(
     labels = ink.labels[rows, cols]
     own = labels == marks[0] if len(marks) == 1 else np.isin(labels, marks)
     own = _dilate(own)
+    if within is not None:
+        own &= within[rows, cols]
     fine_rows = slice(rows.start * f, min(rows.stop * f, ink.gray.shape[0]))
     fine_cols = slice(cols.start * f, min(cols.stop * f, ink.gray.shape[1]))
     crop = ink.gray[fine_rows, fine_cols].astype(np.float32)

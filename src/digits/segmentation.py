@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from digits.images import ImageError
+from digits.images import ImageError, NoDigitError
 from digits.preprocess import COARSE_SIDE_NUMBER, Ink, cut, find_ink, to_mnist, union
 
 #: A multi-digit image with more separate marks than this is noise, not a number.
@@ -21,6 +21,11 @@ _NARROWEST = 0.45
 _MOST_SPLIT = 6
 _TWO_DIGIT_CUTS = 4
 _FRAGMENT = 0.45
+# A cut between touching digits strays at most _SEAM_REACH of the mark's height from the thinnest
+# column; each column strayed and each sideways step cost these fractions of an inked pixel.
+_SEAM_REACH = 0.2
+_SEAM_STRAY = 0.01
+_SEAM_STEP = 0.05
 
 
 @dataclass(frozen=True)
@@ -52,14 +57,25 @@ def segment_number(gray: np.ndarray) -> list[list[list[DigitCrop]]]:
         box = union([ink.slices[j] for j in group])
         readings = []
         for parts in _splits(ink, own, box):
-            crops = []
-            for n, part in enumerate(parts):
-                strength, (rows, cols) = cut(ink, own, part, (int(n == 0), int(n == len(parts) - 1)))
-                box_xywh = (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-                crops.append(DigitCrop(to_mnist(strength), box_xywh))
+            try:
+                crops = [
+                    _crop(ink, own, part, within, n, len(parts)) for n, (part, within) in enumerate(parts)
+                ]
+            except NoDigitError:
+                if not readings:  # the mark whole has no ink strong enough to read
+                    raise
+                continue  # a cut that passed beside the ink and left a part empty: no reading
             readings.append(crops)
         marks.append(readings)
     return marks
+
+
+def _crop(ink: Ink, own: list[int], part: tuple[slice, slice], within, n: int, count: int) -> DigitCrop:
+    """The ``n``-th of ``count`` parts of a mark as a model input, with its box."""
+    strength, (rows, cols) = cut(ink, own, part, (int(n == 0), int(n == count - 1)), within)
+    return DigitCrop(
+        to_mnist(strength), (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+    )
 
 
 def segment_digits(gray: np.ndarray) -> list[DigitCrop]:
@@ -109,40 +125,101 @@ def _gap(ink: Ink, group: list[int], other: list[int]) -> int:
     return max(theirs.start - ours.stop, ours.start - theirs.stop)
 
 
-def _splits(ink: Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[tuple[slice, slice]]]:
+#: A part of a mark: its box, and the mask of the pixels it may take (None: all of the box's).
+Part = tuple[tuple[slice, slice], np.ndarray | None]
+
+
+def _splits(ink: Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[Part]]:
     """The ways to read one mark: whole, and, if it is wider than a digit, cut into 2, 3, ... digits.
 
     Handwritten digits are rarely much wider than tall; a mark over ``_WIDE`` times as wide as high
     may hold touching neighbours, at most one per ``_NARROWEST`` heights of width. In two, it is cut
-    at each of the thinnest places; in more, at the column with the least ink near each evenly
-    spaced place.
+    near each of the thinnest columns; in more, near the column with the least ink around each evenly
+    spaced place. Each cut follows the path from top to bottom that crosses the least ink
+    (``_seam``), so a digit leaning into its neighbour keeps its own strokes.
     """
     rows, cols = box
     height, width = rows.stop - rows.start, cols.stop - cols.start
-    readings = [[box]]
+    readings: list[list[Part]] = [[(box, None)]]
     if width <= _WIDE * height:
         return readings
+    mark_ink = np.isin(ink.labels[box], marks)
 
-    def parts(cuts: list[int]) -> list[tuple[slice, slice]]:
-        return [(rows, slice(cols.start + a, cols.start + b)) for a, b in zip(cuts, cuts[1:], strict=False)]
+    def parts(seams: list[np.ndarray]) -> list[Part]:
+        edges = [np.zeros(height, dtype=int), *seams, np.full(height, width)]
+        out = []
+        for left, right in zip(edges, edges[1:], strict=False):
+            within = np.zeros(ink.labels.shape, dtype=bool)
+            span = np.arange(width)
+            inside = (span >= left[:, None]) & (span < right[:, None])
+            # The rows of cut's margin, above and below the box, follow the box's first and last rows.
+            top, bottom = max(rows.start - 1, 0), min(rows.stop + 1, ink.labels.shape[0])
+            inside = np.concatenate(
+                [inside[:1].repeat(rows.start - top, 0), inside, inside[-1:].repeat(bottom - rows.stop, 0)]
+            )
+            within[top:bottom, cols] = inside
+            # The outer margins stay the digit's own: cut's margin there keeps the strokes' edges.
+            if not left.any():
+                within[top:bottom, : cols.start] = True
+            if (right == width).all():
+                within[top:bottom, cols.stop :] = True
+            part_cols = slice(cols.start + int(left.min()), cols.start + int(right.max()))
+            out.append(((rows, part_cols), within))
+        return out
 
-    column_ink = np.isin(ink.labels[box], marks).sum(axis=0).astype(np.float64)
+    column_ink = mark_ink.sum(axis=0).astype(np.float64)
     # Two digits: cut at each of the thinnest places (local minima of the ink per column), since one
     # of the two may be a narrow 1 and the other a wide 0.
     smooth = ndimage.uniform_filter1d(column_ink, 3)
     inner = np.arange(max(1, int(0.15 * width)), min(width - 1, int(0.85 * width)))
     minima = [c for c in inner if smooth[c] <= smooth[c - 1] and smooth[c] <= smooth[c + 1]]
-    for thinnest in sorted(minima, key=lambda c: smooth[c])[:_TWO_DIGIT_CUTS]:
-        readings.append(parts([0, int(thinnest), width]))
+    # The thinnest columns are often inside a digit (the middle of a 0), so seams also start at
+    # evenly spaced columns: one of them lies near the join, wherever it is.
+    starts = sorted(minima, key=lambda c: smooth[c])[:_TWO_DIGIT_CUTS]
+    starts += [int(width * share) for share in np.arange(0.2, 0.81, 0.1)]
+    reach = max(1, int(_SEAM_REACH * height))
+    seams = {tuple(_seam(mark_ink, int(start), reach)) for start in starts}
+    for seam in sorted(seams, key=lambda path: path[0]):
+        readings.append(parts([np.asarray(seam)]))
     most = min(int(np.ceil(width / (_NARROWEST * height))), _MOST_SPLIT)
     for count in range(3, most + 1):
         cuts = [0]
         for k in range(1, count):
-            middle, reach = k * width / count, width / (3 * count)
-            low, high = max(int(middle - reach), cuts[-1] + 1), min(int(middle + reach) + 1, width - 1)
+            middle, spread = k * width / count, width / (3 * count)
+            low, high = max(int(middle - spread), cuts[-1] + 1), min(int(middle + spread) + 1, width - 1)
             if low < high:
                 cuts.append(low + int(np.argmin(column_ink[low:high])))
-        cuts.append(width)
-        if len(cuts) == count + 1:
-            readings.append(parts(cuts))
+        if len(cuts) == count:
+            # Seams no further apart than a third of a digit's share, so that they never cross.
+            near = max(1, min(reach, int(width / (3 * count))))
+            readings.append(parts([_seam(mark_ink, c, near) for c in cuts[1:]]))
     return readings
+
+
+def _seam(ink: np.ndarray, start: int, reach: int) -> np.ndarray:
+    """Per row of a mark's box, the column where a path from top to bottom crosses it: the path that
+    crosses the fewest inked pixels, within ``reach`` columns of ``start``, moving at most one column a
+    row (dynamic programming, as in seam carving). Where no ink is in the way it runs straight down
+    ``start``."""
+    height, width = ink.shape
+    low, high = max(1, start - reach), min(width - 1, start + reach + 1)
+    if low >= high:
+        return np.full(height, start)
+    span = np.arange(low, high)
+    # Ink costs 1 a pixel; straying from the start and stepping sideways cost a little, so that of
+    # paths crossing the same ink the straightest wins.
+    cost = ink[:, low:high].astype(np.float64) + _SEAM_STRAY * np.abs(span - start)
+    total = cost[0].copy()
+    came_from = np.zeros((height, len(span)), dtype=np.int64)
+    for r in range(1, height):
+        left = np.concatenate([[np.inf], total[:-1]]) + _SEAM_STEP
+        right = np.concatenate([total[1:], [np.inf]]) + _SEAM_STEP
+        options = np.stack([left, total, right])
+        choice = np.argmin(options, axis=0)
+        came_from[r] = choice - 1
+        total = options[choice, np.arange(len(span))] + cost[r]
+    path = np.empty(height, dtype=np.int64)
+    path[-1] = int(np.argmin(total))
+    for r in range(height - 1, 0, -1):
+        path[r - 1] = path[r] + came_from[r, path[r]]
+    return path + low
