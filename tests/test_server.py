@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from digits import DigitsError
 from digits.images import decode_image
 from digits.inference import DEFAULT_MODEL, resolve_model_path
+from digits.number_reader import MARK_SEGMENTED_RIGHT
 from digits.server import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,7 +196,10 @@ def test_predict_number(client):
     assert [d["digit"] for d in body["digits"]] == [int(c) for c in body["number"]]
     xs = [d["box"]["x"] for d in body["digits"]]
     assert xs == sorted(xs) and 60 <= xs[0] <= 80
-    assert body["confidence"] == pytest.approx(np.prod([d["confidence"] for d in body["digits"]]), abs=1e-6)
+    # Every digit read right and every one of the three marks segmented right.
+    product = np.prod([d["confidence"] for d in body["digits"]])
+    assert body["confidence"] == pytest.approx(product * MARK_SEGMENTED_RIGHT**3, abs=1e-6)
+    assert body["confidence"] < product
     assert all(np.array(d["processed"]).shape == (28, 28) for d in body["digits"])
 
 

@@ -60,6 +60,7 @@ class NumberAnswer(BaseModel):
     not_a_number: bool = Field(description="no mark in the image looks like a digit")
     confidence: float = Field(
         description="the chance that the whole number is right: the product of the digits' confidences"
+        " and of each mark's chance of being segmented right (one digit, not two or half of one)"
     )
     low_confidence: bool
     digits: list[Mark] = Field(description="every mark found, left to right, digits and not")

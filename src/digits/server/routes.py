@@ -121,7 +121,8 @@ async def predict_number(request: Request):
     neighbours touch) is classified as one digit.
 
     Returns ``number`` (a string of the marks that are digits), ``not_a_number`` (no mark is a
-    digit), ``confidence`` (the product of the digits': the chance that all are right), a
+    digit), ``confidence`` (the chance that the whole number is right: every mark segmented right
+    and every digit read right), a
     ``low_confidence`` flag and, for each mark, its box in the original image's pixels, its
     reading (``not_a_digit`` for a stray mark, left out of ``number``) and the 28x28 image the
     model saw.
@@ -144,8 +145,10 @@ async def predict_number(request: Request):
             }
         )
     digits = [m for m in marks if not m["not_a_digit"]]
-    # The chance that every digit is right: a number is read right only if all of them are.
-    confidence = round(float(np.prod([m["confidence"] for m in digits or marks])), 6)
+    # A number is read right only if every mark is segmented right and every digit read right.
+    confidence = round(
+        number_reader.number_confidence([m["confidence"] for m in digits or marks], len(marks)), 6
+    )
     return JSONResponse(
         {
             "number": "".join(str(d["digit"]) for d in digits),
