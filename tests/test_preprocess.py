@@ -575,13 +575,13 @@ def test_a_cut_between_leaning_digits_follows_the_gap_between_them():
 
 
 def test_a_seam_crosses_the_least_ink():
-    from digits.segmentation import _seam
+    from digits.segmentation import _seams
 
     ink = np.ones((20, 30), dtype=bool)
     for row in range(20):  # a diagonal channel without ink, from column 8 down to column 27
         ink[row, 8 + row : 10 + row] = False
-    path = _seam(ink, start=15, reach=14)
+    (path,) = _seams(ink, [15], reach=14)
     assert not ink[np.arange(20), path].any()  # it found the channel
     assert (np.abs(np.diff(path)) <= 1).all()
-    # With no ink in the way it goes straight down from where it started.
-    assert (_seam(np.zeros((20, 30), dtype=bool), start=12, reach=5) == 12).all()
+    # With no ink in the way each goes straight down from where it started.
+    assert (_seams(np.zeros((20, 30), dtype=bool), [12, 20], reach=5) == [[12], [20]]).all()

@@ -136,7 +136,7 @@ def _splits(ink: Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[P
     may hold touching neighbours, at most one per ``_NARROWEST`` heights of width. In two, it is cut
     near each of the thinnest columns; in more, near the column with the least ink around each evenly
     spaced place. Each cut follows the path from top to bottom that crosses the least ink
-    (``_seam``), so a digit leaning into its neighbour keeps its own strokes.
+    (``_seams``), so a digit leaning into its neighbour keeps its own strokes.
     """
     rows, cols = box
     height, width = rows.stop - rows.start, cols.stop - cols.start
@@ -178,7 +178,7 @@ def _splits(ink: Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[P
     starts = sorted(minima, key=lambda c: smooth[c])[:_TWO_DIGIT_CUTS]
     starts += [int(width * share) for share in np.arange(0.2, 0.81, 0.1)]
     reach = max(1, int(_SEAM_REACH * height))
-    seams = {tuple(_seam(mark_ink, int(start), reach)) for start in starts}
+    seams = {tuple(seam) for seam in _seams(mark_ink, starts, reach)}
     for seam in sorted(seams, key=lambda path: path[0]):
         readings.append(parts([np.asarray(seam)]))
     most = min(int(np.ceil(width / (_NARROWEST * height))), _MOST_SPLIT)
@@ -192,34 +192,38 @@ def _splits(ink: Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[P
         if len(cuts) == count:
             # Seams no further apart than a third of a digit's share, so that they never cross.
             near = max(1, min(reach, int(width / (3 * count))))
-            readings.append(parts([_seam(mark_ink, c, near) for c in cuts[1:]]))
+            readings.append(parts(list(_seams(mark_ink, cuts[1:], near))))
     return readings
 
 
-def _seam(ink: np.ndarray, start: int, reach: int) -> np.ndarray:
-    """Per row of a mark's box, the column where a path from top to bottom crosses it: the path that
-    crosses the fewest inked pixels, within ``reach`` columns of ``start``, moving at most one column a
-    row (dynamic programming, as in seam carving). Where no ink is in the way it runs straight down
-    ``start``."""
+def _seams(ink: np.ndarray, starts: list[int], reach: int) -> np.ndarray:
+    """For each start column, per row of a mark's box, the column where a path from top to bottom
+    crosses it: the path that crosses the fewest inked pixels, within ``reach`` columns of its start,
+    moving at most one column a row (dynamic programming, as in seam carving, for all starts at once).
+    Where no ink is in the way it runs straight down its start. Shape (len(starts), rows)."""
     height, width = ink.shape
-    low, high = max(1, start - reach), min(width - 1, start + reach + 1)
-    if low >= high:
-        return np.full(height, start)
-    span = np.arange(low, high)
+    starts = np.asarray(starts, dtype=np.int64)
+    columns = np.arange(width)
+    low, high = np.maximum(1, starts - reach), np.minimum(width - 1, starts + reach + 1)
+    allowed = (columns >= low[:, None]) & (columns < high[:, None])
     # Ink costs 1 a pixel; straying from the start and stepping sideways cost a little, so that of
-    # paths crossing the same ink the straightest wins.
-    cost = ink[:, low:high].astype(np.float64) + _SEAM_STRAY * np.abs(span - start)
-    total = cost[0].copy()
-    came_from = np.zeros((height, len(span)), dtype=np.int64)
+    # paths crossing the same ink the straightest wins. Columns out of reach cannot be crossed.
+    stray = _SEAM_STRAY * np.abs(columns - starts[:, None])
+    cost = np.where(allowed[:, None, :], ink[None].astype(np.float64) + stray[:, None, :], np.inf)
+    total = cost[:, 0]
+    came_from = np.zeros((len(starts), height, width), dtype=np.int8)
+    left, right = np.full_like(total, np.inf), np.full_like(total, np.inf)
     for r in range(1, height):
-        left = np.concatenate([[np.inf], total[:-1]]) + _SEAM_STEP
-        right = np.concatenate([total[1:], [np.inf]]) + _SEAM_STEP
-        options = np.stack([left, total, right])
-        choice = np.argmin(options, axis=0)
-        came_from[r] = choice - 1
-        total = options[choice, np.arange(len(span))] + cost[r]
-    path = np.empty(height, dtype=np.int64)
-    path[-1] = int(np.argmin(total))
+        left[:, 1:], right[:, :-1] = total[:, :-1] + _SEAM_STEP, total[:, 1:] + _SEAM_STEP
+        # The cheapest of the three cells above, the left one first on a tie, then the middle one.
+        middle_or_right = np.minimum(total, right)
+        from_left = left <= middle_or_right
+        came_from[:, r] = np.where(from_left, -1, np.where(total <= right, 0, 1))
+        total = np.where(from_left, left, middle_or_right) + cost[:, r]
+    paths = np.empty((len(starts), height), dtype=np.int64)
+    paths[:, -1] = np.argmin(total, axis=1)
+    every = np.arange(len(starts))
     for r in range(height - 1, 0, -1):
-        path[r - 1] = path[r] + came_from[r, path[r]]
-    return path + low
+        paths[:, r - 1] = paths[:, r] + came_from[every, r, paths[:, r]]
+    # A mark too narrow for any reach: straight down.
+    return np.where((low < high)[:, None], paths, starts[:, None])
