@@ -49,7 +49,11 @@ def choose(
 MARK_SEGMENTED_RIGHT = 0.982
 
 
-def number_confidence(digit_confidences: list[float], marks: int) -> float:
-    """The chance that a whole number of ``marks`` marks is read right: every digit read right (the
-    product of their calibrated confidences) and every mark segmented right."""
-    return float(np.prod(digit_confidences)) * MARK_SEGMENTED_RIGHT**marks
+def whole_number(readings: list[dict]) -> tuple[str, float]:
+    """A number from its marks' readings (``inference.reading``, left to right): its digits as text,
+    marks that are not digits left out, and the chance that it is read right, every digit read right
+    (the product of their calibrated confidences, or of every mark's if none is a digit) and every
+    mark segmented right."""
+    digits = [r for r in readings if not r["not_a_digit"]]
+    product = float(np.prod([r["confidence"] for r in digits or readings]))
+    return "".join(str(r["digit"]) for r in digits), product * MARK_SEGMENTED_RIGHT ** len(readings)

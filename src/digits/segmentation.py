@@ -147,10 +147,10 @@ def _splits(ink: Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[P
 
     def parts(seams: list[np.ndarray]) -> list[Part]:
         edges = [np.zeros(height, dtype=int), *seams, np.full(height, width)]
+        span = np.arange(width)
         out = []
         for left, right in zip(edges, edges[1:], strict=False):
             within = np.zeros(ink.labels.shape, dtype=bool)
-            span = np.arange(width)
             inside = (span >= left[:, None]) & (span < right[:, None])
             # The rows of cut's margin, above and below the box, follow the box's first and last rows.
             top, bottom = max(rows.start - 1, 0), min(rows.stop + 1, ink.labels.shape[0])

@@ -144,15 +144,12 @@ async def predict_number(request: Request):
                 "processed": _pixels(crop.image),
             }
         )
-    digits = [m for m in marks if not m["not_a_digit"]]
-    # A number is read right only if every mark is segmented right and every digit read right.
-    confidence = round(
-        number_reader.number_confidence([m["confidence"] for m in digits or marks], len(marks)), 6
-    )
+    number, confidence = number_reader.whole_number(marks)
+    confidence = round(confidence, 6)
     return JSONResponse(
         {
-            "number": "".join(str(d["digit"]) for d in digits),
-            "not_a_number": not digits,
+            "number": number,
+            "not_a_number": not number,
             "confidence": confidence,
             "low_confidence": confidence < LOW_CONFIDENCE,
             "digits": marks,
