@@ -33,7 +33,7 @@ def read(classifier, samples: list[sets.Sample]) -> tuple[np.ndarray, np.ndarray
     for sample in samples:
         candidates = segment_number(decode_image(sample.data).gray)  # the server's size limit
         probabilities = classifier.predict_proba(candidate_images(candidates)[..., np.newaxis])
-        answers = [reading(row, below) for _, row in choose(candidates, probabilities)]
+        answers = [reading(row, below) for _, row in choose(candidates, probabilities, below)]
         number, confidence = whole_number(answers)
         products.append(confidence / MARK_SEGMENTED_RIGHT ** len(answers))
         marks.append(len(answers))

@@ -289,8 +289,8 @@ def test_touching_digits_are_offered_whole_and_cut_apart():
     draw.line([(340, 30), (340, 170)], fill=0, width=14)  # a 1 on its own
     marks = segment_number(np.asarray(image))
     assert len(marks) == 2
-    touching, alone = marks
-    assert len(alone) == 1  # narrow: read whole only
+    touching, alone = (mark.readings for mark in marks)
+    assert len(alone) == 1  # a lone stroke, too narrow to hold two digits: read whole only
     assert len(touching[0]) == 1 and len(touching) > 1  # whole, or cut
     # One of the ways to cut it in two separates the narrow 1 from the 0 where the pen ran on.
     assert any(len(reading) == 2 and 8 <= reading[0].box[2] <= 40 for reading in touching), [
@@ -565,7 +565,8 @@ def test_a_cut_between_leaning_digits_follows_the_gap_between_them():
     draw = ImageDraw.Draw(image)
     draw.line([(165, 30), (95, 170)], fill=0, width=12)  # the 1, top right of its foot
     draw.ellipse([(140, 30), (270, 170)], outline=0, width=12)  # the 0, touching it near the top
-    (readings,) = segment_number(np.asarray(image))
+    (mark,) = segment_number(np.asarray(image))
+    readings = mark.readings
     overlapping = [
         (left.box, right.box)
         for left, right in (reading for reading in readings if len(reading) == 2)

@@ -218,13 +218,13 @@ def test_training_negatives_are_model_inputs():
 
 def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     from digits.number_reader import candidate_images, choose
-    from digits.segmentation import DigitCrop
+    from digits.segmentation import DigitCrop, Mark
 
     def crop(value: float) -> DigitCrop:
         return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, 1, 1))
 
     whole, left, right, alone = crop(0.1), crop(0.2), crop(0.3), crop(0.4)
-    marks = [[[whole], [left, right]], [[alone]]]
+    marks = [Mark([[whole], [left, right]]), Mark([[alone]])]
     images = candidate_images(marks)
     assert images.shape == (4, 28, 28)
 
@@ -245,3 +245,9 @@ def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     # Whole at 90%, halves at 99% and 90%: surer on average, but both right only 89% of the time.
     chosen = choose(marks, probabilities([(0, 0.9), (1, 0.99), (0, 0.9), (3, 0.99)]))
     assert [c for c, _ in chosen] == [whole, alone]
+    # A narrow mark (a 1 touching its neighbour?) is cut only if, whole, it is not a digit.
+    narrow = [Mark([[whole], [left, right]], narrow=True), Mark([[alone]])]
+    rows = probabilities([(8, 0.7), (1, 0.99), (9, 0.99), (3, 0.99)])
+    assert [c for c, _ in choose(narrow, rows, reject_below=0.6)] == [whole, alone]
+    assert [c for c, _ in choose(narrow, rows, reject_below=0.8)] == [left, right, alone]
+    assert [c for c, _ in choose(marks, rows, reject_below=0.6)] == [left, right, alone]

@@ -11,30 +11,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from digits.segmentation import DigitCrop
+from digits.segmentation import DigitCrop, Mark
 
 
-def candidate_images(marks: list[list[list[DigitCrop]]]) -> np.ndarray:
+def candidate_images(marks: list[Mark]) -> np.ndarray:
     """Every candidate digit image of a number, stacked (N, 28, 28), for one model call."""
-    return np.stack([crop.image for readings in marks for crops in readings for crop in crops])
+    return np.stack([crop.image for mark in marks for crops in mark.readings for crop in crops])
 
 
 def choose(
-    marks: list[list[list[DigitCrop]]], probabilities: np.ndarray
+    marks: list[Mark], probabilities: np.ndarray, reject_below: float = 0.0
 ) -> list[tuple[DigitCrop, np.ndarray]]:
     """The digits of the number, left to right, each with its probabilities: for every mark, the
     reading whose digits are most likely all right, the product of their confidences
-    (``probabilities`` in the order of ``candidate_images``).
+    (``probabilities`` in the order of ``candidate_images``). A narrow mark (``Mark.narrow``) is
+    cut only if, whole, its confidence is below ``reject_below``: not a digit.
 
     A mean would not charge a reading for its extra digits: a wide 0 cut into two confident halves
     outscored the whole 0. Each added digit is one more chance to be wrong, as in the number's own
     confidence."""
     chosen, start = [], 0
-    for readings in marks:
+    for mark in marks:
         best, best_score = None, -np.inf
-        for crops in readings:
+        for n, crops in enumerate(mark.readings):
             rows = probabilities[start : start + len(crops)]
             start += len(crops)
+            if n and mark.narrow and best_score >= np.log(max(reject_below, 1e-12)):
+                continue  # read whole as a digit: kept whole
             score = float(np.sum(np.log(np.clip(rows.max(axis=1), 1e-12, 1.0))))
             if score > best_score:
                 best, best_score = list(zip(crops, rows, strict=True)), score

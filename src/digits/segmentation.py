@@ -14,8 +14,8 @@ from digits.preprocess import COARSE_SIDE_NUMBER, Ink, cut, find_ink, to_mnist, 
 #: A multi-digit image with more separate marks than this is noise, not a number.
 MAX_DIGITS = 20
 # A mark wider than _WIDE times its height may be touching digits, at most one per _NARROWEST
-# heights of its width and _MOST_SPLIT in all; a mark under _FRAGMENT of the tallest's height is part
-# of its neighbour.
+# heights of its width and _MOST_SPLIT in all; a narrower one, down to _NARROWEST, may be a 1 touching
+# its neighbour. A mark under _FRAGMENT of the tallest's height is part of its neighbour.
 _WIDE = 0.75
 _NARROWEST = 0.45
 _MOST_SPLIT = 6
@@ -36,7 +36,17 @@ class DigitCrop:
     box: tuple[int, int, int, int]
 
 
-def segment_number(gray: np.ndarray) -> list[list[list[DigitCrop]]]:
+@dataclass(frozen=True)
+class Mark:
+    """One mark of a number and the ways to read it: whole first, then cut into 2, 3, ... digits."""
+
+    readings: list[list[DigitCrop]]
+    # Narrower than a digit beside a digit, but perhaps a 1 touching its neighbour: cut only if the
+    # mark whole is not a digit, so that a digit the model reads is never cut in two.
+    narrow: bool = False
+
+
+def segment_number(gray: np.ndarray) -> list[Mark]:
     """The marks of a written number, left to right, each with its possible readings.
 
     Each connected mark is a digit, except that marks stacked in the same column (a detached stroke,
@@ -66,7 +76,8 @@ def segment_number(gray: np.ndarray) -> list[list[list[DigitCrop]]]:
                     raise
                 continue  # a cut that passed beside the ink and left a part empty: no reading
             readings.append(crops)
-        marks.append(readings)
+        rows, cols = box
+        marks.append(Mark(readings, narrow=cols.stop - cols.start <= _WIDE * (rows.stop - rows.start)))
     return marks
 
 
@@ -80,7 +91,7 @@ def _crop(ink: Ink, own: list[int], part: tuple[slice, slice], within, n: int, c
 
 def segment_digits(gray: np.ndarray) -> list[DigitCrop]:
     """The digits of a multi-digit number, left to right, each mark read whole (see ``segment_number``)."""
-    return [readings[0][0] for readings in segment_number(gray)]
+    return [mark.readings[0][0] for mark in segment_number(gray)]
 
 
 def _group_marks(ink: Ink) -> list[list[int]]:
@@ -130,10 +141,11 @@ Part = tuple[tuple[slice, slice], np.ndarray | None]
 
 
 def _splits(ink: Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[Part]]:
-    """The ways to read one mark: whole, and, if it is wider than a digit, cut into 2, 3, ... digits.
+    """The ways to read one mark: whole, and, if it may hold touching digits, cut into 2, 3, ... digits.
 
     Handwritten digits are rarely much wider than tall; a mark over ``_WIDE`` times as wide as high
-    may hold touching neighbours, at most one per ``_NARROWEST`` heights of width. In two, it is cut
+    may hold touching neighbours, at most one per ``_NARROWEST`` heights of width, and so may a
+    narrower one down to ``_NARROWEST`` (a 1 and its neighbour; see ``Mark.narrow``). In two, it is cut
     near each of the thinnest columns; in more, near the column with the least ink around each evenly
     spaced place. Each cut follows the path from top to bottom that crosses the least ink
     (``_seams``), so a digit leaning into its neighbour keeps its own strokes.
@@ -141,7 +153,7 @@ def _splits(ink: Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[P
     rows, cols = box
     height, width = rows.stop - rows.start, cols.stop - cols.start
     readings: list[list[Part]] = [[(box, None)]]
-    if width <= _WIDE * height:
+    if width < _NARROWEST * height:
         return readings
     mark_ink = np.isin(ink.labels[box], marks)
 

@@ -133,7 +133,7 @@ async def predict_number(request: Request):
     inference_start = time.perf_counter()
     rows = await reader.predictor.predict(number_reader.candidate_images(candidates))
     marks = []
-    for crop, row in number_reader.choose(candidates, rows):
+    for crop, row in number_reader.choose(candidates, rows, reader.reject_below):
         x, y, w, h = (round(v * image.scale) for v in crop.box)
         answer = reading(row, reader.reject_below)
         reader.metrics.count_answer(answer)
