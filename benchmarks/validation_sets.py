@@ -9,7 +9,10 @@ read through the app's own endpoints like the benchmark's:
 * ``thick-pen``: each digit's strokes thickened 1-2.5 px (a felt pen or a marker at MNIST's scale),
   then scanned as ``low-resolution``: strokes that fill whole pixels of the 8x8 scan;
 * ``photographed``: photos as ``digits.realworld.photo_of`` takes them, all unevenly lit;
-* ``numbers``: numbers of 2-6 digits as ``digits.realworld.numbers`` writes them.
+* ``numbers``: numbers of 2-6 digits as ``digits.realworld.numbers`` writes them;
+* ``negatives``: non-digits the served model never trained on, to see what a reading change costs
+  in non-digits read as digits: half Fashion-MNIST *training* items outside those its training drew,
+  half letters and marks drawn as ``digits.negatives`` draws them, from a seed of their own.
 
     python benchmarks/validation_sets.py [--model DIR] [--count N] [--sets NAME ...]
 """
@@ -25,7 +28,7 @@ from digits import realworld as sets
 from digits.realworld_benchmark import read_uploads, score
 
 #: The sets, built in this order (so that each set's images stay the same whichever are read).
-SETS = ("low-resolution", "photographed", "numbers", "thick-pen")
+SETS = ("low-resolution", "photographed", "numbers", "thick-pen", "negatives")
 
 
 def low_resolution_scan(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -52,6 +55,31 @@ def thick_pen(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     y, x = np.mgrid[-reach : reach + 1, -reach : reach + 1]
     grown = ndimage.grey_dilation(big, footprint=x**2 + y**2 <= radius**2)
     return np.asarray(Image.fromarray(grown).resize((28, 28), Image.Resampling.BOX))
+
+
+def unseen_negatives(count: int, model: str | None) -> list[sets.Sample]:
+    """``count`` non-digits ``model`` never trained on (see the module's docstring), as PNGs."""
+    from digits import negatives, runs
+    from digits.data import load_fashion
+    from digits.inference import resolve_model_path
+
+    fashion = load_fashion("train")
+    if fashion is None:
+        raise SystemExit("the negatives set needs Fashion-MNIST: apt-get install dataset-fashion-mnist")
+    path = resolve_model_path(model)
+    config = runs.read_config(path if path.is_dir() else path.parent)
+    if config is None or not config.settings.get("negatives"):
+        raise SystemExit(f"{path}: not a run trained with negatives, so the negatives set says nothing")
+    settings = config.settings
+    drawn = negatives.fashion_items_drawn(
+        settings["negatives"] + negatives.HELD_OUT_NEGATIVES, settings["seed"], len(fashion)
+    )
+    rng = np.random.default_rng(7)
+    unseen = np.setdiff1d(np.arange(len(fashion)), drawn)
+    images = [Image.fromarray(fashion[i]) for i in rng.choice(unseen, count // 2, replace=False)]
+    while len(images) < count:
+        images.append(negatives.drawn_letter(rng) if len(images) % 2 else negatives.random_marks(rng))
+    return [sets.Sample(sets.png(image), "", "negative") for image in images]
 
 
 def main() -> None:
@@ -86,6 +114,8 @@ def main() -> None:
             for i in pick
         ],
     }
+    if "negatives" in args.sets:
+        built["negatives"] = unseen_negatives(args.count, args.model)
     with TestClient(create_app(args.model)) as client:
         print(f"model: {client.get('/api/model').json()['name']}")
         for name, samples in built.items():

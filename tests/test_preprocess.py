@@ -124,6 +124,25 @@ def test_thin_pen_strokes_are_thickened_to_mnist_width():
     assert (out > 0.5).sum() >= 25  # a visible digit, not a faint hairline
 
 
+def _stroke_width(image: np.ndarray) -> float:
+    """Mean stroke width of a model input in pixels: 2 x area / perimeter of its inked pixels."""
+    inked = image > 0.5
+    return 2.0 * inked.sum() / (inked & ~ndimage.binary_erosion(inked)).sum()
+
+
+def test_thick_strokes_are_thinned_to_mnist_width_for_a_second_look(mnist_test):
+    from digits.preprocess import thinned
+
+    images, _ = mnist_test
+    # MNIST's own strokes are seldom thick enough for a second look.
+    assert np.mean([thinned(digit) is not None for digit in images[:200]]) < 0.1
+    marker = sheet(size=(300, 300), lines=[((150, 40), (150, 260))], width=80)  # a 1 in a marker
+    first, second = normalise(np.asarray(marker)), thinned(np.asarray(marker))
+    assert second is not None
+    assert _stroke_width(second) < _stroke_width(first) - 1
+    assert (second > 0.5).any(axis=1).sum() >= 19  # still a digit's height, not a dot
+
+
 def lit(image: Image.Image, vignette: float = 0.0, shadow: float = 0.0) -> np.ndarray:
     """A phone photo's uneven light on a sheet: corners darkened by ``vignette``, and the lower
     right corner by ``shadow`` (both fractions of the light)."""

@@ -216,6 +216,26 @@ def test_training_negatives_are_model_inputs():
 # ---------------------------------------------------------------------------- numbers
 
 
+def test_a_refused_digit_gets_a_second_look_only_if_thinned_it_is_a_digit():
+    from digits.inference import reading, second_look
+
+    thin = np.zeros((28, 28), np.float32)
+
+    def predict(confidence):
+        return lambda images: np.array([[confidence] + [(1 - confidence) / 9] * 9] * len(images))
+
+    refused, read = reading(predict(0.3)(thin[None])[0], 0.5), reading(predict(0.9)(thin[None])[0], 0.5)
+    # Read as a digit: never looked at again.
+    assert second_look(read, lambda: pytest.fail("looked again"), predict(0.9), 0.5) is None
+    # Refused, strokes not thick (nothing to thin): the refusal stands.
+    assert second_look(refused, lambda: None, predict(0.9), 0.5) is None
+    # Refused, and thinned still not a digit: the refusal stands.
+    assert second_look(refused, lambda: thin, predict(0.4), 0.5) is None
+    # Refused, and thinned a digit: that reading, and the input the model saw.
+    answer, image = second_look(refused, lambda: thin, predict(0.9), 0.5)
+    assert answer == read and image is thin
+
+
 def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     from digits.number_reader import candidate_images, choose
     from digits.segmentation import DigitCrop, Mark

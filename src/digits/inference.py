@@ -53,6 +53,28 @@ def reading(probabilities: np.ndarray, reject_below: float = 0.0) -> dict:
     }
 
 
+def second_look(
+    answer: dict,
+    thinned: Callable[[], np.ndarray | None],
+    predict: Callable[[np.ndarray], np.ndarray],
+    reject_below: float,
+) -> tuple[dict, np.ndarray] | None:
+    """A thick-pen digit answered "not a digit", read again with its strokes thinned: the new answer
+    and the 28x28 input it came from if it is a digit, else None (the first answer stands).
+
+    ``thinned`` gives the thinned input (``preprocess.thinned``: None unless the strokes are thick),
+    ``predict`` maps images (N, 28, 28) to probabilities (N, 10). Only refusals are looked at again,
+    so no digit the model reads changes (docs/real-handwriting.md).
+    """
+    if not answer["not_a_digit"]:
+        return None
+    image = thinned()
+    if image is None:
+        return None
+    again = reading(predict(image[np.newaxis])[0], reject_below)
+    return None if again["not_a_digit"] else (again, image)
+
+
 class ModelError(DigitsError):
     """A model file that cannot be loaded; the message names the file."""
 

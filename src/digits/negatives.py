@@ -116,7 +116,7 @@ def training_negatives(count: int, seed: int) -> np.ndarray:
             " dataset-fashion-mnist, or point $FASHION_MNIST_DIR at its .gz files)"
         )
     images = []
-    for i in rng.choice(len(fashion), count // 2, replace=False):
+    for i in _fashion_draw(rng, len(fashion), count):
         images.append(fashion[i])
     while len(images) < count:
         images.append(np.asarray(drawn_letter(rng) if len(images) % 2 else random_marks(rng)))
@@ -127,6 +127,16 @@ def training_negatives(count: int, seed: int) -> np.ndarray:
         except ImageError:  # an item too faint to find: nothing a user would send either
             continue
     return np.stack(out)[..., np.newaxis].astype(np.float32)
+
+
+def _fashion_draw(rng: np.random.Generator, items: int, count: int) -> np.ndarray:
+    return rng.choice(items, count // 2, replace=False)
+
+
+def fashion_items_drawn(count: int, seed: int, items: int) -> np.ndarray:
+    """The indices of the Fashion-MNIST training items (of ``items``) in ``training_negatives(count,
+    seed)``: the others are non-digits a model trained with those negatives has never seen."""
+    return _fashion_draw(np.random.default_rng([seed, 1979]), items, count)
 
 
 #: Held out from the generated negatives to report how many the calibrated model turns away.

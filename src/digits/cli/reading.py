@@ -150,7 +150,7 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from digits.images import ImageError
-    from digits.inference import load_classifier, not_a_digit_below, reading, resolve_model_path
+    from digits.inference import load_classifier, not_a_digit_below, reading, resolve_model_path, second_look
     from digits.preprocess import load_image
 
     model, images = _model_and_images(args.paths)
@@ -163,8 +163,14 @@ def cmd_predict(args) -> int:
             print(f"digits: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        probabilities = classifier.predict_proba(image[np.newaxis, ..., np.newaxis])[0]
-        answer = reading(probabilities, not_a_digit_below(classifier))
+
+        def predict(images: np.ndarray) -> np.ndarray:
+            return classifier.predict_proba(images[..., np.newaxis])
+
+        below = not_a_digit_below(classifier)
+        answer = reading(predict(image[np.newaxis])[0], below)
+        again = second_look(answer, lambda path=file: load_image(path, thin=True), predict, below)
+        answer = again[0] if again else answer
         if args.json:
             print(json.dumps({"file": file, **answer}))
         elif answer["not_a_digit"]:

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from digits import number_reader
-from digits.inference import LOW_CONFIDENCE, reading
-from digits.preprocess import normalise
+from digits.inference import LOW_CONFIDENCE, reading, second_look
+from digits.preprocess import normalise, thinned
 from digits.segmentation import segment_number
 from digits.server.answers import ERRORS, IMAGE_BODY, DigitAnswer, NumberAnswer
 
@@ -99,6 +99,12 @@ async def predict(request: Request):
     inference_start = time.perf_counter()
     row = (await reader.predictor.predict(processed[np.newaxis]))[0]
     answer = reading(row, reader.reject_below)
+    # Rare (a refused thick-pen digit), so run here, in line, rather than batched.
+    again = second_look(
+        answer, lambda: thinned(image.gray), reader.predictor.predict_now, reader.reject_below
+    )
+    if again:
+        answer, processed = again
     reader.metrics.count_answer(answer)
     return JSONResponse(
         {
