@@ -325,12 +325,10 @@ def to_mnist(strength: np.ndarray) -> np.ndarray:
         inked = _block_any(inked, reduction)[: image.size[1], : image.size[0]]
     crop = np.asarray(image, dtype=np.float32)
     scale = 20.0 / max(crop.shape)
-    # Stroke width ~ 2 x area / perimeter. Thin pen strokes in a big photo, or a mouse's on a big
-    # canvas, would shrink to a faint hairline at 20 px, unlike anything in MNIST: thicken them to
-    # MNIST's typical width first. (Thinning markers' strokes, tried too, lost more digits than it
-    # saved; the model learns thick strokes from its augmentation instead.)
-    perimeter = np.count_nonzero(inked & ~_erode(inked))
-    stroke = 2.0 * np.count_nonzero(inked) / max(perimeter, 1)
+    # Thin pen strokes in a big photo, or a mouse's on a big canvas, would shrink to a faint hairline
+    # at 20 px, unlike anything in MNIST: thicken them to MNIST's typical width first. (Thinning
+    # markers' strokes here, tried too, lost more digits than it saved: see ``thinned``.)
+    stroke = _stroke_width(inked)
     if stroke * scale < _THIN * _MNIST_STROKE:
         grow = (_MNIST_STROKE / scale - stroke) / 2
         margin = int(np.ceil(grow))
@@ -358,6 +356,12 @@ def to_mnist(strength: np.ndarray) -> np.ndarray:
     out[top : top + height, left : left + width] = small
     # MNIST pixels are bytes; quantising makes the array exactly what a 28x28 8-bit image can show.
     return np.round(out * 255) / np.float32(255)
+
+
+def _stroke_width(inked: np.ndarray) -> float:
+    """A mask's mean stroke width in pixels, about 2 x area / perimeter."""
+    perimeter = np.count_nonzero(inked & ~_erode(inked))
+    return 2.0 * np.count_nonzero(inked) / max(perimeter, 1)
 
 
 def _dilate(mask: np.ndarray) -> np.ndarray:
@@ -414,8 +418,7 @@ def thinned(gray: np.ndarray) -> np.ndarray | None:
     strength = _strength(gray)
     inked = strength > 0.5
     scale = 20.0 / max(strength.shape)
-    perimeter = np.count_nonzero(inked & ~_erode(inked))
-    stroke = 2.0 * np.count_nonzero(inked) / max(perimeter, 1)
+    stroke = _stroke_width(inked)
     if stroke * scale <= _THICK * _MNIST_STROKE:
         return None
     radius = (stroke - _THICK_TARGET * _MNIST_STROKE / scale) / 2
