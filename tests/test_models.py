@@ -63,22 +63,6 @@ def test_augmentation_distorts_but_keeps_shape_range_and_ink(kind):
     assert np.all(out.sum(axis=(1, 2, 3)) > 0.5 * images[0].sum())  # the digit is not pushed out
 
 
-def test_low_resolution_inks_a_blurred_digit_as_the_reader_does():
-    from digits.augmentation import LowResolution, full_ink
-
-    # Ink at half strength is full ink once scaled; a blank image stays blank.
-    half = np.zeros((2, 28, 28, 1), np.float32)
-    half[0, 6:22, 12:16] = 0.5
-    assert np.allclose(np.asarray(full_ink(half)), 2 * half)
-    # The reader maps a scan's typical ink level to 1, so a blurred digit reaches the model with
-    # saturated strokes; the augmentation gives the same, not a faint blur.
-    digits = np.zeros((32, 28, 28, 1), np.float32)
-    digits[:, 4:24, 13:15] = 1.0  # a thin pen's "1"
-    out = np.asarray(LowResolution(seed=0)(digits, training=True))
-    assert np.allclose(out.max(axis=(1, 2, 3)), 1.0)
-    assert (out >= 0.95).sum(axis=(1, 2, 3)).mean() > 0.8 * (digits >= 0.95).sum(axis=(1, 2, 3)).mean()
-
-
 def test_wide_augmentation_moves_digits_about_twice_as_far_as_affine():
     images = np.zeros((256, 28, 28, 1), np.float32)
     images[:, 10:18, 10:18] = 1.0  # a centred square: rotation and zoom keep its centre, shifts move it

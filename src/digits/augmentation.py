@@ -88,8 +88,7 @@ class Sometimes(_RandomLayer):
 
 
 class LowResolution(_RandomLayer):
-    """A low-resolution scan: the image reduced to 8-14 pixels a side (area average), enlarged back,
-    and inked as the reader inks an upload (``full_ink``).
+    """A low-resolution scan: the image reduced to 8-14 pixels a side (area average) and enlarged back.
 
     The sizes are drawn per image from a few fixed ones, so a batch needs one resize per size.
     """
@@ -108,22 +107,7 @@ class LowResolution(_RandomLayer):
                 ops.image.resize(small, (shape[1], shape[2]), interpolation="bicubic"), 0.0, 1.0
             )
             out = ops.where(which == n, blurred, out)
-        return full_ink(out)
-
-
-def full_ink(images):
-    """Each image scaled so that the mean level of its ink is full ink, clipped at 1.
-
-    ``preprocess`` maps an upload's typical ink level to 1, so a blurred low-resolution digit reaches
-    the model as thick, saturated strokes; a blurred MNIST digit, left as it is, stays faint and thin.
-    Ink here is what is brighter than 0.35 of the image's brightest pixel (about where Otsu's
-    threshold falls on such an image).
-    """
-    top = ops.max(images, axis=(1, 2, 3), keepdims=True)
-    ink = ops.cast(images > 0.35 * top, images.dtype)
-    total = ops.sum(images * ink, axis=(1, 2, 3), keepdims=True)
-    full = total / ops.maximum(ops.sum(ink, axis=(1, 2, 3), keepdims=True), 1.0)
-    return ops.clip(images / ops.maximum(full, 1e-3), 0.0, 1.0)
+        return out
 
 
 class StrokeWidth(_RandomLayer):
