@@ -70,10 +70,7 @@ def unseen_negatives(count: int, model: str | None) -> list[sets.Sample]:
     config = runs.read_config(path if path.is_dir() else path.parent)
     if config is None or not config.settings.get("negatives"):
         raise SystemExit(f"{path}: not a run trained with negatives, so the negatives set says nothing")
-    settings = config.settings
-    drawn = negatives.fashion_items_drawn(
-        settings["negatives"] + negatives.HELD_OUT_NEGATIVES, settings["seed"], len(fashion)
-    )
+    drawn = negatives.fashion_items_drawn(config.settings["negatives"], config.settings["seed"], len(fashion))
     rng = np.random.default_rng(7)
     unseen = np.setdiff1d(np.arange(len(fashion)), drawn)
     images = [Image.fromarray(fashion[i]) for i in rng.choice(unseen, count // 2, replace=False)]

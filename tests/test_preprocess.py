@@ -124,14 +124,8 @@ def test_thin_pen_strokes_are_thickened_to_mnist_width():
     assert (out > 0.5).sum() >= 25  # a visible digit, not a faint hairline
 
 
-def _stroke_width(image: np.ndarray) -> float:
-    """Mean stroke width of a model input in pixels: 2 x area / perimeter of its inked pixels."""
-    inked = image > 0.5
-    return 2.0 * inked.sum() / (inked & ~ndimage.binary_erosion(inked)).sum()
-
-
 def test_thick_strokes_are_thinned_to_mnist_width_for_a_second_look(mnist_test):
-    from digits.preprocess import thinned
+    from digits.preprocess import _stroke_width, thinned
 
     images, _ = mnist_test
     # MNIST's own strokes are seldom thick enough for a second look.
@@ -139,7 +133,7 @@ def test_thick_strokes_are_thinned_to_mnist_width_for_a_second_look(mnist_test):
     marker = sheet(size=(300, 300), lines=[((150, 40), (150, 260))], width=80)  # a 1 in a marker
     first, second = normalise(np.asarray(marker)), thinned(np.asarray(marker))
     assert second is not None
-    assert _stroke_width(second) < _stroke_width(first) - 1
+    assert _stroke_width(second > 0.5) < _stroke_width(first > 0.5) - 1
     assert (second > 0.5).any(axis=1).sum() >= 19  # still a digit's height, not a dot
 
 

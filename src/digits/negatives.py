@@ -129,18 +129,19 @@ def training_negatives(count: int, seed: int) -> np.ndarray:
     return np.stack(out)[..., np.newaxis].astype(np.float32)
 
 
+#: Held out from the generated negatives to report how many the calibrated model turns away.
+HELD_OUT_NEGATIVES = 1000
+
+
 def _fashion_draw(rng: np.random.Generator, items: int, count: int) -> np.ndarray:
     return rng.choice(items, count // 2, replace=False)
 
 
 def fashion_items_drawn(count: int, seed: int, items: int) -> np.ndarray:
-    """The indices of the Fashion-MNIST training items (of ``items``) in ``training_negatives(count,
-    seed)``: the others are non-digits a model trained with those negatives has never seen."""
-    return _fashion_draw(np.random.default_rng([seed, 1979]), items, count)
-
-
-#: Held out from the generated negatives to report how many the calibrated model turns away.
-HELD_OUT_NEGATIVES = 1000
+    """The indices of the Fashion-MNIST training items (of ``items``) that ``with_negatives(count,
+    seed, ...)`` draws, held-out ones included: the others are non-digits a model trained with
+    ``--negatives count --seed seed`` has never seen."""
+    return _fashion_draw(np.random.default_rng([seed, 1979]), items, count + HELD_OUT_NEGATIVES)
 
 
 def with_negatives(count: int, seed: int, x: np.ndarray, targets: np.ndarray, log=print):

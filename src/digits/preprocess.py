@@ -443,15 +443,20 @@ def _strength(gray: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- files
 
 
-def load_image(path: str | Path, thin: bool = False) -> np.ndarray | None:
+def load_image(path: str | Path) -> np.ndarray:
     """Read an image file (or a 28x28 ``.npy`` array) as a normalised 28x28 MNIST-style image.
 
-    Image files go through ``decode_image`` and ``normalise`` (``thinned`` if ``thin``, which gives
-    None where the strokes are not thick, and for ``.npy`` arrays); a ``.npy`` array is taken to be
+    Image files go through ``decode_image`` and ``normalise``; a ``.npy`` array is taken to be
     MNIST-style already (centred, 28x28) and is only scaled to [0, 1], and flipped to white on black
     if it holds dark ink on light paper. A local file is the user's own, so photos up to
     ``FILE_MAX_PIXELS`` are read, more than the server's limit for untrusted uploads.
     """
+    return read_image_file(path)[0]
+
+
+def read_image_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """``load_image``'s model input, and the grayscale pixels it was made from (None for a ``.npy``
+    array), so that a second look (``thinned``) need not read and decode the file again."""
     path = Path(path)
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image file", "missing")
@@ -461,12 +466,13 @@ def load_image(path: str | Path, thin: bool = False) -> np.ndarray | None:
         raise ImageError(f"{path}: not a regular file", "missing")
     try:
         if path.suffix.lower() == ".npy":
-            return None if thin else _from_array(path)
+            return _from_array(path), None
         data = path.read_bytes()
     except OSError as exc:  # a file this user may not read
         raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})", "missing") from None
     try:
-        return (thinned if thin else normalise)(decode_image(data, FILE_MAX_PIXELS).gray)
+        gray = decode_image(data, FILE_MAX_PIXELS).gray
+        return normalise(gray), gray
     except ImageError as exc:
         exc.args = (f"{path}: {exc}",)
         raise

@@ -151,14 +151,14 @@ def cmd_predict(args) -> int:
 
     from digits.images import ImageError
     from digits.inference import load_classifier, not_a_digit_below, reading, resolve_model_path, second_look
-    from digits.preprocess import load_image
+    from digits.preprocess import read_image_file, thinned
 
     model, images = _model_and_images(args.paths)
     classifier = load_classifier(resolve_model_path(model))
     failed = 0
     for file in images:
         try:
-            image = load_image(file)
+            image, gray = read_image_file(file)
         except ImageError as exc:
             print(f"digits: error: {exc}", file=sys.stderr)
             failed += 1
@@ -169,7 +169,7 @@ def cmd_predict(args) -> int:
 
         below = not_a_digit_below(classifier)
         answer = reading(predict(image[np.newaxis])[0], below)
-        again = second_look(answer, lambda path=file: load_image(path, thin=True), predict, below)
+        again = second_look(answer, lambda gray=gray: None if gray is None else thinned(gray), predict, below)
         answer = again[0] if again else answer
         if args.json:
             print(json.dumps({"file": file, **answer}))
