@@ -30,18 +30,17 @@ def choose(
     A mean would not charge a reading for its extra digits: a wide 0 cut into two confident halves
     outscored the whole 0. Each added digit is one more chance to be wrong, as in the number's own
     confidence."""
-    chosen, start = [], 0
+    chosen, start, floor = [], 0, np.log(max(reject_below, 1e-12))
     for mark in marks:
-        best, best_score = None, -np.inf
-        for n, crops in enumerate(mark.readings):
+        readings = []
+        for crops in mark.readings:
             rows = probabilities[start : start + len(crops)]
             start += len(crops)
-            if n and mark.narrow and best_score >= np.log(max(reject_below, 1e-12)):
-                continue  # read whole as a digit: kept whole
             score = float(np.sum(np.log(np.clip(rows.max(axis=1), 1e-12, 1.0))))
-            if score > best_score:
-                best, best_score = list(zip(crops, rows, strict=True)), score
-        chosen.extend(best)
+            readings.append((score, list(zip(crops, rows, strict=True))))
+        if mark.narrow and readings[0][0] >= floor:
+            readings = readings[:1]  # read whole as a digit: kept whole
+        chosen.extend(max(readings, key=lambda scored: scored[0])[1])
     return chosen
 
 
