@@ -213,33 +213,6 @@ def test_training_negatives_are_model_inputs():
     assert np.array_equal(negatives, training_negatives(40, seed=0))  # the same seed, the same images
 
 
-def test_digit_pieces_are_wrong_cuts_of_the_training_digits():
-    from digits.negatives import digit_pieces, with_negatives
-
-    square = np.zeros((28, 28), np.float32)
-    square[7:21, 7:21] = 1.0
-    digits = np.stack([square] * 4)[..., np.newaxis]
-    pieces = digit_pieces(6, digits, seed=0)
-    assert pieces.dtype == np.float32 and pieces.shape == (6, 28, 28, 1)
-    assert np.array_equal(pieces, digit_pieces(6, digits, seed=0))
-
-    def width_to_height(image):
-        rows, cols = np.flatnonzero(image.max(axis=1) > 0.1), np.flatnonzero(image.max(axis=0) > 0.1)
-        return (cols[-1] - cols[0] + 1) / (rows[-1] - rows[0] + 1)
-
-    # In turn: one side of a digit, two touching digits whole, a piece of each.
-    shapes = [width_to_height(piece[..., 0]) for piece in pieces]
-    assert shapes[0] < 0.75 and shapes[3] < 0.75
-    assert shapes[1] > 1.5 and shapes[4] > 1.5
-    assert 0.6 < shapes[2] < 1.5 and 0.6 < shapes[5] < 1.5
-
-    # Added to the training digits with uniform targets; no held-out negatives without --negatives.
-    targets = np.eye(10, dtype=np.float32)[[0, 1, 2, 3]]
-    x, y, held_out = with_negatives(0, 0, digits, targets, log=lambda _: None, pieces=6)
-    assert x.shape == (10, 28, 28, 1) and held_out is None
-    assert np.array_equal(y[:4], targets) and np.allclose(y[4:], 0.1)
-
-
 # ---------------------------------------------------------------------------- numbers
 
 

@@ -144,76 +144,13 @@ def fashion_items_drawn(count: int, seed: int, items: int) -> np.ndarray:
     return _fashion_draw(np.random.default_rng([seed, 1979]), items, count + HELD_OUT_NEGATIVES)
 
 
-def _inked_columns(digit: np.ndarray) -> np.ndarray:
-    columns = np.flatnonzero(digit.max(axis=0) > 0.1)
-    return digit[:, columns[0] : columns[-1] + 1]
-
-
-def _side_by_side(left: np.ndarray, right: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """Two digits touching or overlapping (as ``realworld.numbers`` writes a touching pair), a little
-    up or down from each other; and the column where the right one starts."""
-    step = left.shape[1] + int(rng.integers(-2, 1))
-    row = np.zeros((32, step + right.shape[1]), dtype=np.float32)
-    row[2:30, : left.shape[1]] = left
-    top = 2 + int(rng.integers(-2, 3))
-    np.maximum(row[top : top + 28, step:], right, out=row[top : top + 28, step:])
-    return row, step
-
-
-def digit_pieces(count: int, digits: np.ndarray, seed: int) -> np.ndarray:
-    """``count`` wrong cuts of written numbers, as model inputs (count, 28, 28, 1): a training digit cut
-    in two (one side of it), two touching digits read as one mark, and a piece of each of two.
-
-    A number reader that segments by recognition (``digits.number_reader``) offers the model every
-    way to cut a mark and keeps the reading it is surest of, so the model must doubt the wrong cuts:
-    the recogniser is trained on the segmenter's junk (LeCun, Bottou, Bengio and Haffner, 1998,
-    "Gradient-based learning applied to document recognition", section VI). ``digits`` are training
-    digits, float (N, 28, 28[, 1]) in [0, 1]. Cuts fall 0.35-0.65 of the way across a digit, and a
-    side narrower than 0.4 of its height is left out: a lone stroke is a fair 1."""
-    rng = np.random.default_rng([seed, 1998])
-    digits = digits.reshape(len(digits), 28, 28)
-    out = []
-    while len(out) < count:
-        kind = len(out) % 3
-        first, second = (_inked_columns(digits[i]) for i in rng.choice(len(digits), 2, replace=False))
-        if kind == 0:
-            cut = int(round(first.shape[1] * rng.uniform(0.35, 0.65)))
-            piece = first[:, :cut] if rng.random() < 0.5 else first[:, cut:]
-        else:
-            row, step = _side_by_side(first, second, rng)
-            if kind == 1:
-                piece = row
-            else:
-                start = int(round(first.shape[1] * rng.uniform(0.35, 0.65)))
-                stop = step + int(round(second.shape[1] * rng.uniform(0.35, 0.65)))
-                piece = row[:, start:stop]
-        rows = np.flatnonzero(piece.max(axis=1) > 0.1)
-        if piece.shape[1] < 2 or len(rows) < 2 or piece.shape[1] < 0.4 * (rows[-1] - rows[0] + 1):
-            continue
-        try:
-            out.append(normalise(1.0 - np.pad(piece, 4)))  # dark ink on white paper
-        except ImageError:
-            continue
-    return np.stack(out)[..., np.newaxis].astype(np.float32)
-
-
-def with_negatives(
-    count: int, seed: int, x: np.ndarray, targets: np.ndarray, log=print, pieces: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The training images and one-hot targets with ``count`` non-digits and ``pieces`` wrong cuts of
-    the training digits (``digit_pieces``) added, with uniform targets; and the held-out negatives
-    that calibration scores (None when ``count`` is 0)."""
-    added, held_out = [], None
-    if count:
-        log(f"generating {count + HELD_OUT_NEGATIVES:,} non-digit images (outlier exposure)")
-        negatives = training_negatives(count + HELD_OUT_NEGATIVES, seed)
-        added.append(negatives[:count])
-        held_out = negatives[count:]
-    if pieces:
-        log(f"cutting {pieces:,} wrong pieces out of training digits and pairs of them")
-        added.append(digit_pieces(pieces, x, seed))
-    if not added:
+def with_negatives(count: int, seed: int, x: np.ndarray, targets: np.ndarray, log=print):
+    """The training images and one-hot targets with ``count`` non-digits added (uniform targets), and
+    the held-out negatives that calibration scores (None when ``count`` is 0)."""
+    if not count:
         return x, targets, None
-    used = np.concatenate(added)
+    log(f"generating {count + HELD_OUT_NEGATIVES:,} non-digit images (outlier exposure)")
+    negatives = training_negatives(count + HELD_OUT_NEGATIVES, seed)
+    used, held_out = negatives[:count], negatives[count:]
     uniform = np.full((len(used), targets.shape[1]), 1.0 / targets.shape[1], dtype=np.float32)
     return np.concatenate([x, used]), np.concatenate([targets, uniform]), held_out
