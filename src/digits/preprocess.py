@@ -426,7 +426,8 @@ def thinned(gray: np.ndarray) -> np.ndarray | None:
     y, x = np.mgrid[-reach : reach + 1, -reach : reach + 1]
     # The crop is tight: what lies beyond it is paper, not a mirror of the strokes.
     strength = ndimage.grey_erosion(strength, footprint=x**2 + y**2 <= radius**2, mode="constant", cval=0.0)
-    rows, cols = np.flatnonzero((strength > 0.5).any(axis=1)), np.flatnonzero((strength > 0.5).any(axis=0))
+    inked = strength > 0.5
+    rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
     if not rows.size:
         return None
     return to_mnist(strength[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])

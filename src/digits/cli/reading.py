@@ -155,6 +155,11 @@ def cmd_predict(args) -> int:
 
     model, images = _model_and_images(args.paths)
     classifier = load_classifier(resolve_model_path(model))
+    below = not_a_digit_below(classifier)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return classifier.predict_proba(images[..., np.newaxis])
+
     failed = 0
     for file in images:
         try:
@@ -163,11 +168,6 @@ def cmd_predict(args) -> int:
             print(f"digits: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-
-        def predict(images: np.ndarray) -> np.ndarray:
-            return classifier.predict_proba(images[..., np.newaxis])
-
-        below = not_a_digit_below(classifier)
         answer = reading(predict(image[np.newaxis])[0], below)
         again = second_look(answer, lambda gray=gray: None if gray is None else thinned(gray), predict, below)
         answer = again[0] if again else answer
