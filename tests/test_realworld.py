@@ -221,6 +221,12 @@ def test_touching_pairs_are_two_training_digits_read_as_one_mark():
 
     square = np.zeros((28, 28), np.float32)
     square[7:21, 7:21] = 1.0
+    stroke = np.zeros((28, 28), np.float32)
+    stroke[4:24, 13:15] = 1.0  # a 1 narrower than the overlap: still beside the other digit
+    assert touching_pairs(20, np.stack([stroke] * 3), seed=0).shape == (20, 28, 28, 1)
+    wide = np.zeros((28, 28), np.float32)
+    wide[8:20, 2:26] = 1.0  # a wide digit beside a thin one: the pair is at least as wide as it
+    assert touching_pairs(20, np.stack([stroke, wide]), seed=0).shape == (20, 28, 28, 1)
     digits = np.stack([square] * 4)[..., np.newaxis]
     pairs = touching_pairs(6, digits, seed=0)
     assert pairs.dtype == np.float32 and pairs.shape == (6, 28, 28, 1)

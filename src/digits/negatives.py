@@ -158,17 +158,19 @@ def touching_pairs(count: int, digits: np.ndarray, seed: int) -> np.ndarray:
     Haffner, 1998, section VI, train the recogniser on such junk). Only whole pairs: pieces of a digit
     taught the model to doubt real 1s and the clipped digits a right cut leaves (plan R10).
     ``digits`` are training digits, float (N, 28, 28[, 1]) in [0, 1]; the right one overlaps the left
-    by 0-4 pixels and sits up to 3 pixels higher or lower."""
+    by 0-4 pixels (at most half its width) and sits up to 3 pixels higher or lower."""
     rng = np.random.default_rng([seed, 1998])
     digits = digits.reshape(len(digits), 28, 28)
     out = []
     while len(out) < count:
         left, right = (_inked_columns(digits[i]) for i in rng.choice(len(digits), 2, replace=False))
-        step = left.shape[1] - int(rng.integers(0, 5))
-        row = np.zeros((34, step + right.shape[1]), dtype=np.float32)
+        # At most half of the left digit's width: a thin 1 is only a few columns wide.
+        step = left.shape[1] - min(int(rng.integers(0, 5)), left.shape[1] // 2)
+        row = np.zeros((34, max(left.shape[1], step + right.shape[1])), dtype=np.float32)
         row[3:31, : left.shape[1]] = left
         top = 3 + int(rng.integers(-3, 4))
-        np.maximum(row[top : top + 28, step:], right, out=row[top : top + 28, step:])
+        region = row[top : top + 28, step : step + right.shape[1]]
+        np.maximum(region, right, out=region)
         try:
             out.append(normalise(1.0 - np.pad(row, 4)))  # dark ink on white paper
         except ImageError:
