@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from digits import data
 
@@ -74,8 +75,6 @@ def one_png() -> bytes:
     """A drawn 1 (a vertical bar on black, 28x28) as PNG bytes: an upload every model reads as 1."""
     import io
 
-    from PIL import Image
-
     image = np.zeros((28, 28), np.uint8)
     image[4:24, 13:16] = 255
     out = io.BytesIO()
@@ -104,3 +103,14 @@ def serving(workers: int, log: Path | None = None):
         if server.poll() is None:
             server.terminate()
             server.wait(timeout=30)
+
+
+def spiral(turns: float) -> np.ndarray:
+    """A spiral of ``turns`` turns drawn dark on white with a pen, as the page or a photo gives it."""
+    image = Image.new("L", (280, 280), 255)
+    t = np.linspace(0, 2 * np.pi * turns, 400)
+    r = 110 * t / t[-1]
+    ImageDraw.Draw(image).line(
+        list(zip(140 + r * np.cos(t), 140 + r * np.sin(t), strict=True)), fill=0, width=8
+    )
+    return np.asarray(image)

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import spiral
 from PIL import Image
 
 from digits import DigitsError, data
@@ -211,6 +212,31 @@ def test_training_negatives_are_model_inputs():
     assert 35 <= len(negatives) <= 40  # an item too faint to find is left out
     assert negatives.min() >= 0 and negatives.max() == 1.0
     assert np.array_equal(negatives, training_negatives(40, seed=0))  # the same seed, the same images
+
+
+def test_a_scribble_traces_more_ink_than_any_digit(mnist_dir):
+    from digits.preprocess import LONGEST_DIGIT_INK, ink_length, normalise
+
+    line = np.zeros((28, 28), np.float32)
+    line[4:24, 13:15] = 1.0
+    assert ink_length(line) == pytest.approx(21, abs=1)  # a 20-pixel stroke, two pixels wide
+    assert ink_length(normalise(spiral(3))) > LONGEST_DIGIT_INK
+    # Fitted at the 99.9th percentile of validation digits and distorted copies: clean digits pass.
+    validation = data.prepare(val_size=5000, seed=0, data_dir=mnist_dir).x_val
+    lengths = np.array([ink_length(image) for image in validation])
+    assert np.mean(lengths > LONGEST_DIGIT_INK) < 0.003
+
+
+def test_an_input_longer_than_any_digit_is_not_a_digit_whatever_the_model_reads():
+    from digits.inference import reading
+    from digits.preprocess import normalise
+
+    sure = np.array([0.99] + [0.01 / 9] * 9)
+    scribble, digit = normalise(spiral(3)), normalise(spiral(0.9))  # most of a circle: a 0
+    assert reading(sure, 0.5, scribble)["not_a_digit"]
+    assert not reading(sure, 0.5, digit)["not_a_digit"]
+    # A model that cannot say "not a digit" (no threshold) still never does.
+    assert not reading(sure, 0.0, scribble)["not_a_digit"]
 
 
 # ---------------------------------------------------------------------------- numbers

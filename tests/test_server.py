@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2 as httpx
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import free_port, spiral
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
@@ -125,6 +125,19 @@ def test_not_a_digit_is_answered_below_the_models_threshold(refusing_client):
     body = refusing_client.post("/api/predict", **upload(png(seven()))).json()
     assert body["not_a_digit"] is True and body["confidence"] < 0.99
     assert 0 <= body["digit"] <= 9 and len(body["probabilities"]) == 10  # still the closest digit
+
+
+def test_a_scribble_is_not_a_digit_however_sure_the_model_is(untrained_model, tmp_path):
+    import shutil
+
+    from digits.calibration import Calibration
+
+    shutil.copy(untrained_model, tmp_path / "model.keras")
+    Calibration(1.0, 1e-6, {"validation_digits": 0}).save(tmp_path)  # confidence never refuses
+    image = Image.fromarray(spiral(3))
+    with TestClient(create_app(tmp_path)) as lenient:
+        assert lenient.post("/api/predict", **upload(png(image))).json()["not_a_digit"] is True
+        assert lenient.post("/api/predict", **upload(png(seven()))).json()["not_a_digit"] is False
 
 
 def test_a_number_of_marks_that_are_not_digits_is_not_a_number(refusing_client):

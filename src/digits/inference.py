@@ -19,6 +19,7 @@ import numpy as np
 
 from digits import DigitsError, batch_norm, import_tensorflow_quietly, read_json, runs
 from digits.calibration import CalibratedClassifier, Calibration
+from digits.preprocess import LONGEST_DIGIT_INK, ink_length
 
 #: The trained model shipped with the package (``make default-model``): serve and predict use it,
 #: as ONNX (its ``model.keras`` lies beside it, for training-side tools).
@@ -39,16 +40,24 @@ def not_a_digit_below(classifier) -> float:
     return getattr(classifier, "not_a_digit_below", 0.0)
 
 
-def reading(probabilities: np.ndarray, reject_below: float = 0.0) -> dict:
+def reading(probabilities: np.ndarray, reject_below: float = 0.0, image: np.ndarray | None = None) -> dict:
     """One image's answer as JSON values: the digit, its probability, whether that is low, whether
-    the image is not a digit at all (top probability under ``reject_below``), all ten."""
+    the image is not a digit at all, all ten.
+
+    Not a digit: the top probability is under ``reject_below``, or, for a model that can say "not a
+    digit" at all (``reject_below`` > 0), the model input ``image`` traces more ink than any digit
+    does (``preprocess.LONGEST_DIGIT_INK``): a scribble in which the model may still find a 0 or a 6.
+    The number reader passes no image: the check would drop one digit in a thousand, mostly 8s, from
+    numbers of several.
+    """
     digit = int(probabilities.argmax())
     confidence = round(float(probabilities[digit]), 6)
+    scribble = reject_below > 0 and image is not None and ink_length(image) > LONGEST_DIGIT_INK
     return {
         "digit": digit,
         "confidence": confidence,
         "low_confidence": confidence < LOW_CONFIDENCE,
-        "not_a_digit": confidence < reject_below,
+        "not_a_digit": confidence < reject_below or scribble,
         "probabilities": [round(float(p), 6) for p in probabilities],
     }
 
@@ -71,7 +80,7 @@ def second_look(
     image = thinned()
     if image is None:
         return None
-    again = reading(predict(image[np.newaxis])[0], reject_below)
+    again = reading(predict(image[np.newaxis])[0], reject_below, image)
     return None if again["not_a_digit"] else (again, image)
 
 

@@ -168,7 +168,7 @@ def cmd_predict(args) -> int:
             print(f"digits: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        answer = reading(predict(image[np.newaxis])[0], below)
+        answer = reading(predict(image[np.newaxis])[0], below, image)
         again = second_look(answer, lambda gray=gray: None if gray is None else thinned(gray), predict, below)
         answer = again[0] if again else answer
         if args.json:

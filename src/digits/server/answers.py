@@ -23,7 +23,8 @@ class Reading(BaseModel):
     low_confidence: bool = Field(description=f"confidence below {LOW_CONFIDENCE}: the answer may be wrong")
     not_a_digit: bool = Field(
         description="true when the image is not a digit at all (a letter, a scribble, an object): "
-        "the confidence is below the model's threshold, fitted on validation digits"
+        "the confidence is below the model's threshold, fitted on validation digits, or the "
+        "input traces more ink than any digit does (a scribble)"
     )
     probabilities: list[float] = Field(description="calibrated probabilities of the digits 0 to 9")
     processed: list[list[int]] = Field(description="the 28x28 image the model saw, grey levels 0-255")

@@ -98,7 +98,7 @@ async def predict(request: Request):
     (image, processed), times = await reader.decoder.decoded(request, normalise)
     inference_start = time.perf_counter()
     row = (await reader.predictor.predict(processed[np.newaxis]))[0]
-    answer = reading(row, reader.reject_below)
+    answer = reading(row, reader.reject_below, processed)
     # Rare (a refused thick-pen digit), so run here, in line, rather than batched.
     again = second_look(
         answer, lambda: thinned(image.gray), reader.predictor.predict_now, reader.reject_below
