@@ -29,7 +29,7 @@ from digits.realworld_report import ECE_BINS, contact_sheet, markdown, pct
 from digits.strokes import Drawing, drawn_digits
 
 #: The sets, in the report's order, and how many images each has by default.
-SETS = {"other-writers": None, "drawn": 300, "photographed": 2000, "numbers": 500, "not-digits": 1000}
+SETS = {"other-writers": None, "drawn": 300, "photographed": 2000, "numbers": 2000, "not-digits": 1000}
 CHROMIUM = os.environ.get("DIGITS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
