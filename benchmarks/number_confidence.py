@@ -67,7 +67,11 @@ def main() -> None:
     for name, (products, marks, right) in (("fit", fit), ("check", check)):
         before = expected_calibration_error(products, right)
         after = expected_calibration_error(products * chance**marks, right)
-        print(f"{name:<6} {len(right)} numbers, {right.mean():.2%} right: ECE {before:.2%} -> {after:.2%}")
+        now = expected_calibration_error(products * MARK_SEGMENTED_RIGHT**marks, right)
+        print(
+            f"{name:<6} {len(right)} numbers, {right.mean():.2%} right: ECE {before:.2%} -> {after:.2%}"
+            f" ({now:.2%} with today's {MARK_SEGMENTED_RIGHT})"
+        )
 
 
 if __name__ == "__main__":
