@@ -98,17 +98,23 @@ def test_model_info(client):
     assert body["max_upload_bytes"] == 200_000 and body["low_confidence_below"] == 0.6
 
 
-@pytest.fixture(scope="module")
-def refusing_client(untrained_model, tmp_path_factory) -> TestClient:
-    """The untrained model calibrated to call anything under 99% confidence "not a digit"."""
+def calibrated_copy(model: Path, folder: Path, not_a_digit_below: float) -> Path:
+    """A run folder holding ``model`` with a calibration that says "not a digit" under the threshold."""
     import shutil
 
     from digits.calibration import Calibration
 
-    folder = tmp_path_factory.mktemp("refusing")
-    shutil.copy(untrained_model, folder / "model.keras")
-    Calibration(1.0, 0.99, {"validation_digits": 0}).save(folder)
-    with TestClient(create_app(folder)) as client:
+    shutil.copy(model, folder / "model.keras")
+    Calibration(1.0, not_a_digit_below, {"validation_digits": 0}).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def refusing_client(untrained_model, tmp_path_factory) -> TestClient:
+    """The untrained model calibrated to call anything under 99% confidence "not a digit"."""
+    with TestClient(
+        create_app(calibrated_copy(untrained_model, tmp_path_factory.mktemp("refusing"), 0.99))
+    ) as client:
         yield client
 
 
@@ -128,14 +134,9 @@ def test_not_a_digit_is_answered_below_the_models_threshold(refusing_client):
 
 
 def test_a_scribble_is_not_a_digit_however_sure_the_model_is(untrained_model, tmp_path):
-    import shutil
-
-    from digits.calibration import Calibration
-
-    shutil.copy(untrained_model, tmp_path / "model.keras")
-    Calibration(1.0, 1e-6, {"validation_digits": 0}).save(tmp_path)  # confidence never refuses
     image = Image.fromarray(spiral(3))
-    with TestClient(create_app(tmp_path)) as lenient:
+    lenient_model = calibrated_copy(untrained_model, tmp_path, 1e-6)  # confidence never refuses
+    with TestClient(create_app(lenient_model)) as lenient:
         assert lenient.post("/api/predict", **upload(png(image))).json()["not_a_digit"] is True
         assert lenient.post("/api/predict", **upload(png(seven()))).json()["not_a_digit"] is False
 
