@@ -55,6 +55,30 @@ def test_finished_runs_skip_other_schemas_and_damaged_files(tmp_path):
         runs.read_metrics(tmp_path / "old")
 
 
+def test_reports_name_the_commit_and_say_when_the_code_is_not_it(tmp_path):
+    from digits.report import commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert commit(tmp_path) == "unknown"  # not a checkout
+    git("init", "-q")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "reader.py").write_text("CUT = 1\n")
+    (tmp_path / "docs.md").write_text("figures\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    )
+    sha = head.stdout.strip()
+    assert commit(tmp_path / "src") == sha
+    (tmp_path / "docs.md").write_text("new figures\n")  # a report rewriting its own page
+    assert commit(tmp_path / "src") == sha
+    (tmp_path / "src" / "reader.py").write_text("CUT = 2\n")
+    assert commit(tmp_path / "src") == f"{sha} with uncommitted changes to src/"
+
+
 def test_report_refuses_the_flags_of_other_benchmarks(capsys):
     assert main(["benchmark", "--report", "--sets", "drawn"]) == 2
     assert "--report scores the shipped models" in capsys.readouterr().err

@@ -26,14 +26,23 @@ README = Path("README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def commit() -> str:
-    """The checked-out commit, or "unknown" outside a git checkout."""
+def commit(checkout: Path | None = None) -> str:
+    """The checked-out commit, marked when the code under ``src/`` differs from it (the figures
+    then come from code no commit holds), or "unknown" outside a git checkout."""
+    cwd = checkout or Path(__file__).parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd)
+
     try:
-        command = ["git", "rev-parse", "--short", "HEAD"]
-        found = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parent)
+        found = git("rev-parse", "--short", "HEAD")
+        changed = git("diff", "--quiet", "HEAD", "--", ":/src")  # :/ is the checkout's top
     except OSError:
         return "unknown"
-    return found.stdout.strip() or "unknown"
+    sha = found.stdout.strip()
+    if not sha:
+        return "unknown"
+    return f"{sha} with uncommitted changes to src/" if changed.returncode == 1 else sha
 
 
 def shipped_models(models_dir: Path = Path("models")) -> list[tuple[str, Path]]:
