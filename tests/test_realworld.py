@@ -266,8 +266,8 @@ def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     from digits.number_reader import candidate_images, choose
     from digits.segmentation import DigitCrop, Mark
 
-    def crop(value: float) -> DigitCrop:
-        return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, 1, 1))
+    def crop(value: float, width: int = 1) -> DigitCrop:
+        return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, width, 1))
 
     whole, left, right, alone = crop(0.1), crop(0.2), crop(0.3), crop(0.4)
     marks = [Mark([[whole], [left, right]]), Mark([[alone]])]
@@ -296,9 +296,48 @@ def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     rows = probabilities([(8, 0.7), (1, 0.99), (9, 0.99), (3, 0.99)])
     assert [c for c, _ in choose(narrow, rows, reject_below=0.6)] == [whole, alone]
     assert [c for c, _ in choose(narrow, rows, reject_below=0.8)] == [left, right, alone]
-    assert [c for c, _ in choose(marks, rows, reject_below=0.6)] == [left, right, alone]
+    # Not narrow, and twice as wide as the writing is high: cut.
+    wide = crop(0.1, width=2)
+    wide_marks = [Mark([[wide], [left, right]]), Mark([[alone]])]
+    assert [c for c, _ in choose(wide_marks, rows, reject_below=0.6)] == [left, right, alone]
     # Not a digit whole: every cut is weighed, not only the first that reads as a digit.
     other_left, other_right = crop(0.5), crop(0.6)
     narrow = [Mark([[whole], [left, right], [other_left, other_right]], narrow=True)]
     rows = probabilities([(8, 0.5), (1, 0.9), (9, 0.9), (1, 0.99), (3, 0.99)])
     assert [c for c, _ in choose(narrow, rows, reject_below=0.6)] == [other_left, other_right]
+
+
+def test_number_reader_weighs_cuts_by_a_marks_width_for_the_writing():
+    from digits.number_reader import CUT_WIDTH, choose, cut_chance
+    from digits.segmentation import DigitCrop, Mark
+
+    assert cut_chance(CUT_WIDTH) == pytest.approx(0.5)
+    assert cut_chance(0.5) < cut_chance(1.0) < cut_chance(2.0)
+
+    def crop(value: float, width: int, height: int = 20) -> DigitCrop:
+        return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, width, height))
+
+    def probabilities(confidences):
+        rows = np.full((len(confidences), 10), 0.0)
+        for row, (digit, p) in zip(rows, confidences, strict=True):
+            row[:] = (1 - p) / 9
+            row[digit] = p
+        return rows
+
+    # A 7 read whole at 90%, its halves as "71" at 99% each: the product alone would cut it.
+    rows = probabilities([(7, 0.9), (7, 0.99), (1, 0.99), (4, 0.99)])
+    left, right, four = crop(0.2, 8), crop(0.3, 8), crop(0.4, 16)
+    as_wide_as_a_digit = crop(0.1, 16)
+    chosen = choose([Mark([[as_wide_as_a_digit], [left, right]]), Mark([[four]])], rows, 0.5)
+    assert [c for c, _ in chosen] == [as_wide_as_a_digit, four]
+    # The same readings of a mark twice as wide as the writing is high: two digits.
+    twice_as_wide = crop(0.1, 40)
+    chosen = choose([Mark([[twice_as_wide], [left, right]]), Mark([[four]])], rows, 0.5)
+    assert [c for c, _ in chosen] == [left, right, four]
+    # A number of one mark has nothing to measure the writing by: the product decides.
+    chosen = choose([Mark([[as_wide_as_a_digit], [left, right]])], rows[:3], 0.5)
+    assert [c for c, _ in chosen] == [left, right]
+    # A mark read whole as "not a digit" is weighed as before, without the width.
+    rows = probabilities([(7, 0.4), (7, 0.99), (1, 0.99), (4, 0.99)])
+    chosen = choose([Mark([[as_wide_as_a_digit], [left, right]]), Mark([[four]])], rows, 0.5)
+    assert [c for c, _ in chosen] == [left, right, four]

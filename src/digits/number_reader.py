@@ -19,6 +19,14 @@ def candidate_images(marks: list[Mark]) -> np.ndarray:
     return np.stack([crop.image for mark in marks for crops in mark.readings for crop in crops])
 
 
+#: How likely a mark of a number is to hold touching digits, from its width over the writing's
+#: height (the median height of the number's marks, which a touching pair does not change):
+#: 1 / (1 + (CUT_WIDTH / ratio) ** CUT_SHARPNESS). Chosen on numbers of MNIST validation digits
+#: (plan S8 in docs/experiments.md).
+CUT_WIDTH = 1.2
+CUT_SHARPNESS = 2
+
+
 def choose(
     marks: list[Mark], probabilities: np.ndarray, reject_below: float = 0.0
 ) -> list[tuple[DigitCrop, np.ndarray]]:
@@ -29,8 +37,11 @@ def choose(
 
     A mean would not charge a reading for its extra digits: a wide 0 cut into two confident halves
     outscored the whole 0. Each added digit is one more chance to be wrong, as in the number's own
-    confidence."""
+    confidence. The model reads the halves of a digit with as much confidence as a whole digit, so
+    where the number has other marks to measure the writing by, a mark it reads whole as a digit
+    is also weighed by how wide it is for the writing (``cut_chance``)."""
     chosen, start, floor = [], 0, np.log(max(reject_below, 1e-12))
+    writing = float(np.median([mark.readings[0][0].box[3] for mark in marks])) if marks else 1.0
     for mark in marks:
         readings = []
         for crops in mark.readings:
@@ -38,17 +49,29 @@ def choose(
             start += len(crops)
             score = float(np.sum(np.log(np.clip(rows.max(axis=1), 1e-12, 1.0))))
             readings.append((score, list(zip(crops, rows, strict=True))))
-        if mark.narrow and readings[0][0] >= floor:
+        whole_is_digit = readings[0][0] >= floor
+        if mark.narrow and whole_is_digit:
             readings = readings[:1]  # read whole as a digit: kept whole
+        elif whole_is_digit and len(marks) > 1 and len(readings) > 1:
+            cut = cut_chance(mark.readings[0][0].box[2] / writing)
+            readings = [(readings[0][0] + np.log1p(-cut), readings[0][1])] + [
+                (score + np.log(cut), digits) for score, digits in readings[1:]
+            ]
         chosen.extend(max(readings, key=lambda scored: scored[0])[1])
     return chosen
+
+
+def cut_chance(ratio: float) -> float:
+    """The prior chance that a mark ``ratio`` times as wide as the writing is high holds touching
+    digits: a half at ``CUT_WIDTH``, less for narrower marks, more for wider ones."""
+    return float(np.clip(1.0 / (1.0 + (CUT_WIDTH / max(ratio, 1e-6)) ** CUT_SHARPNESS), 1e-9, 1 - 1e-9))
 
 
 #: The chance that one mark of a number was segmented right (one digit: not two touching digits
 #: read as one, nor one digit cut in two), which no digit's confidence sees. Fitted by log loss on
 #: numbers built from MNIST validation digits, for the served model, by
 #: ``python benchmarks/number_confidence.py``.
-MARK_SEGMENTED_RIGHT = 0.984
+MARK_SEGMENTED_RIGHT = 0.989
 
 
 def whole_number(readings: list[dict]) -> tuple[str, float]:
