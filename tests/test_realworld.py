@@ -262,6 +262,15 @@ def test_a_refused_digit_gets_a_second_look_only_if_thinned_it_is_a_digit():
     assert answer == read and image is thin
 
 
+def digit_rows(confidences: list[tuple[int, float]]) -> np.ndarray:
+    """Probability rows, one per (digit, confidence): the rest spread evenly over the other digits."""
+    rows = np.full((len(confidences), 10), 0.0)
+    for row, (digit, p) in zip(rows, confidences, strict=True):
+        row[:] = (1 - p) / 9
+        row[digit] = p
+    return rows
+
+
 def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     from digits.number_reader import candidate_images, choose
     from digits.segmentation import DigitCrop, Mark
@@ -274,26 +283,19 @@ def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     images = candidate_images(marks)
     assert images.shape == (4, 28, 28)
 
-    def probabilities(confidences):
-        rows = np.full((len(confidences), 10), 0.0)
-        for row, (digit, p) in zip(rows, confidences, strict=True):
-            row[:] = (1 - p) / 9
-            row[digit] = p
-        return rows
-
     # Whole at 40%, cut at 95% and 90%: cut; the single mark is read as it is.
-    chosen = choose(marks, probabilities([(8, 0.4), (1, 0.95), (7, 0.9), (3, 0.99)]))
+    chosen = choose(marks, digit_rows([(8, 0.4), (1, 0.95), (7, 0.9), (3, 0.99)]))
     assert [c for c, _ in chosen] == [left, right, alone]
     assert [int(p.argmax()) for _, p in chosen] == [1, 7, 3]
     # Whole at 97%: whole, though one half alone would be surer.
-    chosen = choose(marks, probabilities([(0, 0.97), (1, 0.99), (7, 0.5), (3, 0.99)]))
+    chosen = choose(marks, digit_rows([(0, 0.97), (1, 0.99), (7, 0.5), (3, 0.99)]))
     assert [c for c, _ in chosen] == [whole, alone]
     # Whole at 90%, halves at 99% and 90%: surer on average, but both right only 89% of the time.
-    chosen = choose(marks, probabilities([(0, 0.9), (1, 0.99), (0, 0.9), (3, 0.99)]))
+    chosen = choose(marks, digit_rows([(0, 0.9), (1, 0.99), (0, 0.9), (3, 0.99)]))
     assert [c for c, _ in chosen] == [whole, alone]
     # A narrow mark (a 1 touching its neighbour?) is cut only if, whole, it is not a digit.
     narrow = [Mark([[whole], [left, right]], narrow=True), Mark([[alone]])]
-    rows = probabilities([(8, 0.7), (1, 0.99), (9, 0.99), (3, 0.99)])
+    rows = digit_rows([(8, 0.7), (1, 0.99), (9, 0.99), (3, 0.99)])
     assert [c for c, _ in choose(narrow, rows, reject_below=0.6)] == [whole, alone]
     assert [c for c, _ in choose(narrow, rows, reject_below=0.8)] == [left, right, alone]
     # Not narrow, and twice as wide as the writing is high: cut.
@@ -303,7 +305,7 @@ def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     # Not a digit whole: every cut is weighed, not only the first that reads as a digit.
     other_left, other_right = crop(0.5), crop(0.6)
     narrow = [Mark([[whole], [left, right], [other_left, other_right]], narrow=True)]
-    rows = probabilities([(8, 0.5), (1, 0.9), (9, 0.9), (1, 0.99), (3, 0.99)])
+    rows = digit_rows([(8, 0.5), (1, 0.9), (9, 0.9), (1, 0.99), (3, 0.99)])
     assert [c for c, _ in choose(narrow, rows, reject_below=0.6)] == [other_left, other_right]
 
 
@@ -317,15 +319,8 @@ def test_number_reader_weighs_cuts_by_a_marks_width_for_the_writing():
     def crop(value: float, width: int, height: int = 20) -> DigitCrop:
         return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, width, height))
 
-    def probabilities(confidences):
-        rows = np.full((len(confidences), 10), 0.0)
-        for row, (digit, p) in zip(rows, confidences, strict=True):
-            row[:] = (1 - p) / 9
-            row[digit] = p
-        return rows
-
     # A 7 read whole at 90%, its halves as "71" at 99% each: the product alone would cut it.
-    rows = probabilities([(7, 0.9), (7, 0.99), (1, 0.99), (4, 0.99)])
+    rows = digit_rows([(7, 0.9), (7, 0.99), (1, 0.99), (4, 0.99)])
     left, right, four = crop(0.2, 8), crop(0.3, 8), crop(0.4, 16)
     as_wide_as_a_digit = crop(0.1, 16)
     chosen = choose([Mark([[as_wide_as_a_digit], [left, right]]), Mark([[four]])], rows, 0.5)
@@ -338,6 +333,6 @@ def test_number_reader_weighs_cuts_by_a_marks_width_for_the_writing():
     chosen = choose([Mark([[as_wide_as_a_digit], [left, right]])], rows[:3], 0.5)
     assert [c for c, _ in chosen] == [left, right]
     # A mark read whole as "not a digit" is weighed as before, without the width.
-    rows = probabilities([(7, 0.4), (7, 0.99), (1, 0.99), (4, 0.99)])
+    rows = digit_rows([(7, 0.4), (7, 0.99), (1, 0.99), (4, 0.99)])
     chosen = choose([Mark([[as_wide_as_a_digit], [left, right]]), Mark([[four]])], rows, 0.5)
     assert [c for c, _ in chosen] == [left, right, four]
