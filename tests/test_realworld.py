@@ -271,12 +271,16 @@ def digit_rows(confidences: list[tuple[int, float]]) -> np.ndarray:
     return rows
 
 
+def crop(value: float, width: int = 1, height: int = 1):
+    """A candidate digit: a flat image that tells the crops apart, and a box of the given size."""
+    from digits.segmentation import DigitCrop
+
+    return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, width, height))
+
+
 def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     from digits.number_reader import candidate_images, choose
-    from digits.segmentation import DigitCrop, Mark
-
-    def crop(value: float, width: int = 1) -> DigitCrop:
-        return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, width, 1))
+    from digits.segmentation import Mark
 
     whole, left, right, alone = crop(0.1), crop(0.2), crop(0.3), crop(0.4)
     marks = [Mark([[whole], [left, right]]), Mark([[alone]])]
@@ -311,22 +315,19 @@ def test_number_reader_keeps_the_reading_the_model_is_surest_of():
 
 def test_number_reader_weighs_cuts_by_a_marks_width_for_the_writing():
     from digits.number_reader import CUT_WIDTH, choose, cut_chance
-    from digits.segmentation import DigitCrop, Mark
+    from digits.segmentation import Mark
 
     assert cut_chance(CUT_WIDTH) == pytest.approx(0.5)
     assert cut_chance(0.5) < cut_chance(1.0) < cut_chance(2.0)
 
-    def crop(value: float, width: int, height: int = 20) -> DigitCrop:
-        return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, width, height))
-
     # A 7 read whole at 90%, its halves as "71" at 99% each: the product alone would cut it.
     rows = digit_rows([(7, 0.9), (7, 0.99), (1, 0.99), (4, 0.99)])
-    left, right, four = crop(0.2, 8), crop(0.3, 8), crop(0.4, 16)
-    as_wide_as_a_digit = crop(0.1, 16)
+    left, right, four = crop(0.2, 8, 20), crop(0.3, 8, 20), crop(0.4, 16, 20)
+    as_wide_as_a_digit = crop(0.1, 16, 20)
     chosen = choose([Mark([[as_wide_as_a_digit], [left, right]]), Mark([[four]])], rows, 0.5)
     assert [c for c, _ in chosen] == [as_wide_as_a_digit, four]
     # The same readings of a mark twice as wide as the writing is high: two digits.
-    twice_as_wide = crop(0.1, 40)
+    twice_as_wide = crop(0.1, 40, 20)
     chosen = choose([Mark([[twice_as_wide], [left, right]]), Mark([[four]])], rows, 0.5)
     assert [c for c, _ in chosen] == [left, right, four]
     # A number of one mark has nothing to measure the writing by: the product decides.
