@@ -347,6 +347,30 @@ def test_predict_says_when_an_image_is_not_a_digit(capsys, tmp_path):
     assert code == 0 and json.loads(out)["not_a_digit"] is True
 
 
+def test_predict_number_says_what_it_read_and_what_it_could_not(capsys, tmp_path):
+    from PIL import Image, ImageDraw
+
+    from digits.calibration import Calibration
+
+    run_dir = _dummy_run(tmp_path / "run", {"model": "dummy"})  # ten classes at 10% each
+    image = Image.new("L", (400, 200), 255)
+    ImageDraw.Draw(image).line([(100, 40), (100, 160)], fill=0, width=12)
+    ImageDraw.Draw(image).line([(300, 40), (300, 160)], fill=0, width=12)
+    image.save(tmp_path / "two.png")
+    Image.new("L", (100, 100), 255).save(tmp_path / "blank.png")
+    np.save(tmp_path / "one.npy", np.zeros((28, 28), np.uint8))
+    two = str(tmp_path / "two.png")
+    code, out, _ = run(capsys, "predict", "--number", run_dir, two)
+    assert code == 0 and out == f"{two}: 00 (confidence 1.0%: low, a digit or a join may be misread)\n"
+    files = [str(tmp_path / "blank.png"), str(tmp_path / "one.npy"), two]
+    code, out, err = run(capsys, "predict", "--number", run_dir, *files)
+    assert code == 1 and out.count("\n") == 1  # the one readable image is still read
+    assert "blank.png: no digit found" in err and "one.npy: a .npy array holds one 28x28 digit" in err
+    Calibration(1.0, 0.5, {}).save(Path(run_dir))  # now every mark is "not a digit"
+    code, out, _ = run(capsys, "predict", "--number", run_dir, two)
+    assert code == 0 and out.endswith("two.png: no number (none of its 2 marks is a digit)\n")
+
+
 def test_calibrate_fits_a_run_on_its_own_validation_split(capsys, tmp_path, mnist_dir):
     run_dir = _dummy_run(tmp_path / "run", {"model": "dummy", "val_size": 500, "split_seed": 0})
     code, out, _ = run(capsys, "calibrate", run_dir, "--data-dir", str(mnist_dir))

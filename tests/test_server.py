@@ -217,6 +217,25 @@ def test_predict_number(client):
     assert all(np.array(d["processed"]).shape == (28, 28) for d in body["digits"])
 
 
+def test_predict_number_on_the_command_line_answers_as_the_api(client, untrained_model, tmp_path, capsys):
+    from digits.cli import main
+
+    image = Image.new("L", (2400, 600), 255)  # over the working resolution, so boxes are scaled back
+    draw = ImageDraw.Draw(image)
+    draw.line([(300, 100), (300, 500)], fill=0, width=40)
+    draw.line([(800, 100), (1100, 100), (900, 500)], fill=0, width=40)
+    draw.ellipse([(1500, 100), (1800, 500)], outline=0, width=40)
+    path = tmp_path / "number.png"
+    path.write_bytes(png(image))
+    by_api = client.post("/api/predict-number", **upload(path.read_bytes())).json()
+    assert main(["predict", "--number", "--json", str(untrained_model), str(path)]) == 0
+    by_cli = json.loads(capsys.readouterr().out)
+    for mark in by_api["digits"]:
+        del mark["processed"]
+    assert by_cli == {"file": str(path), **{k: v for k, v in by_api.items() if k not in ("image", "timing")}}
+    assert len(by_cli["digits"]) == 3 and by_cli["digits"][2]["box"]["x"] > 1400
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_boxes_and_size_of_a_phone_photo_stored_sideways_are_upright(client, fmt):
     # Phones store a portrait photo's pixels sideways and record the quarter turn in EXIF.

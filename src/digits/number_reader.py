@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from digits.inference import LOW_CONFIDENCE, reading
 from digits.segmentation import DigitCrop, Mark
 
 
@@ -82,3 +83,31 @@ def whole_number(readings: list[dict]) -> tuple[str, float]:
     digits = [r for r in readings if not r["not_a_digit"]]
     product = float(np.prod([r["confidence"] for r in digits or readings]))
     return "".join(str(r["digit"]) for r in digits), product * MARK_SEGMENTED_RIGHT ** len(readings)
+
+
+def answer(
+    marks: list[Mark], probabilities: np.ndarray, reject_below: float, scale: float = 1.0
+) -> tuple[dict, list[DigitCrop]]:
+    """A written number's answer as JSON values, as ``POST /api/predict-number`` and ``digits predict
+    --number`` give it, and the crop each of its digits was read from.
+
+    ``probabilities`` are the model's for ``candidate_images(marks)``; ``scale`` turns the marks'
+    boxes into the original image's pixels. The answer: ``number`` (the marks that are digits),
+    ``not_a_number`` (none is), ``confidence`` (``whole_number``), ``low_confidence`` and
+    ``digits``, each mark's reading with its ``box``.
+    """
+    chosen = choose(marks, probabilities, reject_below)
+    digits = []
+    for crop, row in chosen:
+        x, y, w, h = (round(v * scale) for v in crop.box)
+        digits.append({**reading(row, reject_below), "box": {"x": x, "y": y, "width": w, "height": h}})
+    number, confidence = whole_number(digits)
+    confidence = round(confidence, 6)
+    body = {
+        "number": number,
+        "not_a_number": not number,
+        "confidence": confidence,
+        "low_confidence": confidence < LOW_CONFIDENCE,
+        "digits": digits,
+    }
+    return body, [crop for crop, _ in chosen]

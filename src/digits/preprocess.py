@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from digits.images import FILE_MAX_PIXELS, ImageError, NoDigitError, decode_image, reduction_factor
+from digits.images import (
+    FILE_MAX_PIXELS,
+    DecodedImage,
+    ImageError,
+    NoDigitError,
+    decode_image,
+    reduction_factor,
+)
 
 # How far ink and paper must differ (on a 0-1 scale) for the image to hold anything at all.
 _MIN_CONTRAST = 0.15
@@ -475,6 +482,23 @@ def read_image_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """``load_image``'s model input, and the grayscale pixels it was made from (None for a ``.npy``
     array), so that a second look (``thinned``) need not read and decode the file again."""
     path = Path(path)
+    if path.suffix.lower() == ".npy" and path.is_file():
+        try:
+            return _from_array(path), None
+        except OSError as exc:  # a file this user may not read
+            raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})", "missing") from None
+    gray = decode_image_file(path).gray
+    try:
+        return normalise(gray), gray
+    except ImageError as exc:
+        exc.args = (f"{path}: {exc}",)
+        raise
+
+
+def decode_image_file(path: str | Path) -> DecodedImage:
+    """A local image file decoded as ``decode_image`` does, up to ``FILE_MAX_PIXELS`` (the user's
+    own photo, not an untrusted upload); an ``ImageError`` that names the file if it cannot be."""
+    path = Path(path)
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image file", "missing")
     if not path.exists():
@@ -482,14 +506,11 @@ def read_image_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise ImageError(f"{path}: not a regular file", "missing")
     try:
-        if path.suffix.lower() == ".npy":
-            return _from_array(path), None
         data = path.read_bytes()
     except OSError as exc:  # a file this user may not read
         raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})", "missing") from None
     try:
-        gray = decode_image(data, FILE_MAX_PIXELS).gray
-        return normalise(gray), gray
+        return decode_image(data, FILE_MAX_PIXELS)
     except ImageError as exc:
         exc.args = (f"{path}: {exc}",)
         raise

@@ -112,8 +112,8 @@ def add_predict(commands) -> None:
     """``digits predict``."""
     predict = commands.add_parser(
         "predict",
-        help="read the digit in image files",
-        usage="digits predict [-h] [--json] [MODEL] IMAGE [IMAGE ...]",
+        help="read the digit (or, with --number, the number) in image files",
+        usage="digits predict [-h] [--json] [--number] [MODEL] IMAGE [IMAGE ...]",
     )
     predict.add_argument(
         "paths",
@@ -124,6 +124,12 @@ def add_predict(commands) -> None:
         " .npy array",
     )
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
+    predict.add_argument(
+        "--number",
+        action="store_true",
+        help="read each image as a number of one or more digits written in a row, as the web app's"
+        " whole-number mode does (POST /api/predict-number)",
+    )
     predict.set_defaults(func=cmd_predict)
 
 
@@ -160,6 +166,8 @@ def cmd_predict(args) -> int:
     def predict(images: np.ndarray) -> np.ndarray:
         return classifier.predict_proba(images[..., np.newaxis])
 
+    if args.number:
+        return _predict_numbers(images, predict, below, args.json)
     failed = 0
     for file in images:
         try:
@@ -179,6 +187,44 @@ def cmd_predict(args) -> int:
         else:
             doubt = ": low, the image may not hold one clear digit" if answer["low_confidence"] else ""
             print(f"{file}: {answer['digit']} (confidence {answer['confidence']:.1%}{doubt})")
+    return 1 if failed else 0
+
+
+def _predict_numbers(images: list[str], predict, below: float, as_json: bool) -> int:
+    """``digits predict --number``: the number written in each image file; exit 1 if any could not
+    be read."""
+    from digits import number_reader
+    from digits.images import ImageError
+    from digits.preprocess import decode_image_file
+    from digits.segmentation import segment_number
+
+    def marks_of(file: str):
+        if Path(file).suffix.lower() == ".npy":
+            raise ImageError(f"{file}: a .npy array holds one 28x28 digit; --number reads image files")
+        image = decode_image_file(file)  # its errors name the file
+        try:
+            return image, segment_number(image.gray)
+        except ImageError as exc:
+            exc.args = (f"{file}: {exc}",)
+            raise
+
+    failed = 0
+    for file in images:
+        try:
+            image, marks = marks_of(file)
+        except ImageError as exc:
+            print(f"digits: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        rows = predict(number_reader.candidate_images(marks))
+        answer, _ = number_reader.answer(marks, rows, below, image.scale)
+        if as_json:
+            print(json.dumps({"file": file, **answer}))
+        elif answer["not_a_number"]:
+            print(f"{file}: no number (none of its {len(answer['digits'])} marks is a digit)")
+        else:
+            doubt = ": low, a digit or a join may be misread" if answer["low_confidence"] else ""
+            print(f"{file}: {answer['number']} (confidence {answer['confidence']:.1%}{doubt})")
     return 1 if failed else 0
 
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from digits import number_reader
-from digits.inference import LOW_CONFIDENCE, reading, second_look
+from digits.inference import reading, second_look
 from digits.preprocess import normalise, thinned
 from digits.segmentation import segment_number
 from digits.server.answers import ERRORS, IMAGE_BODY, DigitAnswer, NumberAnswer
@@ -138,27 +138,13 @@ async def predict_number(request: Request):
     (image, candidates), times = await reader.decoder.decoded(request, segment_number)
     inference_start = time.perf_counter()
     rows = await reader.predictor.predict(number_reader.candidate_images(candidates))
-    marks = []
-    for crop, row in number_reader.choose(candidates, rows, reader.reject_below):
-        x, y, w, h = (round(v * image.scale) for v in crop.box)
-        answer = reading(row, reader.reject_below)
-        reader.metrics.count_answer(answer)
-        marks.append(
-            {
-                **answer,
-                "box": {"x": x, "y": y, "width": w, "height": h},
-                "processed": _pixels(crop.image),
-            }
-        )
-    number, confidence = number_reader.whole_number(marks)
-    confidence = round(confidence, 6)
+    number, crops = number_reader.answer(candidates, rows, reader.reject_below, image.scale)
+    for mark, crop in zip(number["digits"], crops, strict=True):
+        reader.metrics.count_answer(mark)
+        mark["processed"] = _pixels(crop.image)
     return JSONResponse(
         {
-            "number": number,
-            "not_a_number": not number,
-            "confidence": confidence,
-            "low_confidence": confidence < LOW_CONFIDENCE,
-            "digits": marks,
+            **number,
             "image": _image_info(image),
             "timing": _timing(times, inference_start, start),
         }
