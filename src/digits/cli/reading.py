@@ -152,12 +152,12 @@ def _model_and_images(paths: list[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_predict(args) -> int:
-    """``digits predict``: the digit in each image file; exit 1 if any file could not be read."""
+    """``digits predict``: the digit (or number) in each image file; exit 1 if any file could not be
+    read."""
     import numpy as np
 
     from digits.images import ImageError
-    from digits.inference import load_classifier, not_a_digit_below, reading, resolve_model_path, second_look
-    from digits.preprocess import read_image_file, thinned
+    from digits.inference import load_classifier, not_a_digit_below, resolve_model_path
 
     model, images = _model_and_images(args.paths)
     classifier = load_classifier(resolve_model_path(model))
@@ -166,66 +166,61 @@ def cmd_predict(args) -> int:
     def predict(images: np.ndarray) -> np.ndarray:
         return classifier.predict_proba(images[..., np.newaxis])
 
-    if args.number:
-        return _predict_numbers(images, predict, below, args.json)
+    read, in_words = (_read_number, _number_in_words) if args.number else (_read_digit, _digit_in_words)
     failed = 0
     for file in images:
         try:
-            image, gray = read_image_file(file)
+            answer = read(file, predict, below)
         except ImageError as exc:
             print(f"digits: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        answer = reading(predict(image[np.newaxis])[0], below, image)
-        again = second_look(answer, lambda gray=gray: None if gray is None else thinned(gray), predict, below)
-        answer = again[0] if again else answer
-        if args.json:
-            print(json.dumps({"file": file, **answer}))
-        elif answer["not_a_digit"]:
-            closest = f"the closest is {answer['digit']}, confidence {answer['confidence']:.1%}"
-            print(f"{file}: not a digit ({closest})")
-        else:
-            doubt = ": low, the image may not hold one clear digit" if answer["low_confidence"] else ""
-            print(f"{file}: {answer['digit']} (confidence {answer['confidence']:.1%}{doubt})")
+        print(json.dumps({"file": file, **answer}) if args.json else f"{file}: {in_words(answer)}")
     return 1 if failed else 0
 
 
-def _predict_numbers(images: list[str], predict, below: float, as_json: bool) -> int:
-    """``digits predict --number``: the number written in each image file; exit 1 if any could not
-    be read."""
+def _read_digit(file: str, predict, below: float) -> dict:
+    """One image file's digit, as ``POST /api/predict`` reads it (without the pixels)."""
+    from digits.inference import reading, second_look
+    from digits.preprocess import read_image_file, thinned
+
+    image, gray = read_image_file(file)
+    answer = reading(predict(image[None])[0], below, image)
+    again = second_look(answer, lambda: None if gray is None else thinned(gray), predict, below)
+    return again[0] if again else answer
+
+
+def _digit_in_words(answer: dict) -> str:
+    if answer["not_a_digit"]:
+        return f"not a digit (the closest is {answer['digit']}, confidence {answer['confidence']:.1%})"
+    doubt = ": low, the image may not hold one clear digit" if answer["low_confidence"] else ""
+    return f"{answer['digit']} (confidence {answer['confidence']:.1%}{doubt})"
+
+
+def _read_number(file: str, predict, below: float) -> dict:
+    """One image file's number, as ``POST /api/predict-number`` reads it (without the pixels)."""
     from digits import number_reader
     from digits.images import ImageError
     from digits.preprocess import decode_image_file
     from digits.segmentation import segment_number
 
-    def marks_of(file: str):
-        if Path(file).suffix.lower() == ".npy":
-            raise ImageError(f"{file}: a .npy array holds one 28x28 digit; --number reads image files")
-        image = decode_image_file(file)  # its errors name the file
-        try:
-            return image, segment_number(image.gray)
-        except ImageError as exc:
-            exc.args = (f"{file}: {exc}",)
-            raise
+    if Path(file).suffix.lower() == ".npy":
+        raise ImageError(f"{file}: a .npy array holds one 28x28 digit; --number reads image files")
+    image = decode_image_file(file)  # its errors name the file
+    try:
+        marks = segment_number(image.gray)
+    except ImageError as exc:
+        exc.args = (f"{file}: {exc}",)
+        raise
+    probabilities = predict(number_reader.candidate_images(marks))
+    return number_reader.answer(marks, probabilities, below, image.scale)[0]
 
-    failed = 0
-    for file in images:
-        try:
-            image, marks = marks_of(file)
-        except ImageError as exc:
-            print(f"digits: error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        rows = predict(number_reader.candidate_images(marks))
-        answer, _ = number_reader.answer(marks, rows, below, image.scale)
-        if as_json:
-            print(json.dumps({"file": file, **answer}))
-        elif answer["not_a_number"]:
-            print(f"{file}: no number (none of its {len(answer['digits'])} marks is a digit)")
-        else:
-            doubt = ": low, a digit or a join may be misread" if answer["low_confidence"] else ""
-            print(f"{file}: {answer['number']} (confidence {answer['confidence']:.1%}{doubt})")
-    return 1 if failed else 0
+
+def _number_in_words(answer: dict) -> str:
+    if answer["not_a_number"]:
+        return f"no number (none of its {len(answer['digits'])} marks is a digit)"
+    doubt = ": low, a digit or a join may be misread" if answer["low_confidence"] else ""
+    return f"{answer['number']} (confidence {answer['confidence']:.1%}{doubt})"
 
 
 def add_serve(commands) -> None:
