@@ -12,6 +12,7 @@ written number, with the helpers shared here (``find_ink``, ``cut``, ``to_mnist`
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -482,11 +483,8 @@ def read_image_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """``load_image``'s model input, and the grayscale pixels it was made from (None for a ``.npy``
     array), so that a second look (``thinned``) need not read and decode the file again."""
     path = Path(path)
-    if path.suffix.lower() == ".npy" and path.is_file():
-        try:
-            return _from_array(path), None
-        except OSError as exc:  # a file this user may not read
-            raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})", "missing") from None
+    if path.suffix.lower() == ".npy":
+        return _from_array(path, _file_bytes(path)), None
     gray = decode_image_file(path).gray
     try:
         return normalise(gray), gray
@@ -499,16 +497,7 @@ def decode_image_file(path: str | Path) -> DecodedImage:
     """A local image file decoded as ``decode_image`` does, up to ``FILE_MAX_PIXELS`` (the user's
     own photo, not an untrusted upload); an ``ImageError`` that names the file if it cannot be."""
     path = Path(path)
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder, not an image file", "missing")
-    if not path.exists():
-        raise ImageError(f"{path}: no such file", "missing")
-    if not path.is_file():
-        raise ImageError(f"{path}: not a regular file", "missing")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:  # a file this user may not read
-        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})", "missing") from None
+    data = _file_bytes(path)
     try:
         return decode_image(data, FILE_MAX_PIXELS)
     except ImageError as exc:
@@ -516,12 +505,25 @@ def decode_image_file(path: str | Path) -> DecodedImage:
         raise
 
 
-def _from_array(path: Path) -> np.ndarray:
-    with path.open("rb") as f:
-        if f.read(6) != b"\x93NUMPY":  # else numpy blames "pickled data" for any other file
-            raise ImageError(f"{path}: not a .npy array (no NumPy header)")
+def _file_bytes(path: Path) -> bytes:
+    """A local file's bytes, or an ``ImageError`` saying why there are none to read."""
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file", "missing")
+    if not path.exists():
+        raise ImageError(f"{path}: no such file", "missing")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a regular file", "missing")
     try:
-        array = np.load(path, allow_pickle=False)
+        return path.read_bytes()
+    except OSError as exc:  # a file this user may not read
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})", "missing") from None
+
+
+def _from_array(path: Path, data: bytes) -> np.ndarray:
+    if not data.startswith(b"\x93NUMPY"):  # else numpy blames "pickled data" for any other file
+        raise ImageError(f"{path}: not a .npy array (no NumPy header)")
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
     array = np.squeeze(array)
