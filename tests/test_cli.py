@@ -369,6 +369,11 @@ def test_predict_number_says_what_it_read_and_what_it_could_not(capsys, tmp_path
     Calibration(1.0, 0.5, {}).save(Path(run_dir))  # now every mark is "not a digit"
     code, out, _ = run(capsys, "predict", "--number", run_dir, two)
     assert code == 0 and out.endswith("two.png: no number (none of its 2 marks is a digit)\n")
+    one = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(one).line([(100, 40), (100, 160)], fill=0, width=12)
+    one.save(tmp_path / "one.png")
+    code, out, _ = run(capsys, "predict", "--number", run_dir, str(tmp_path / "one.png"))
+    assert code == 0 and out.endswith("one.png: no number (its one mark is not a digit)\n")
 
 
 def test_calibrate_fits_a_run_on_its_own_validation_split(capsys, tmp_path, mnist_dir):

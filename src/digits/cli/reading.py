@@ -218,7 +218,12 @@ def _read_number(file: str, predict, below: float) -> dict:
 
 def _number_in_words(answer: dict) -> str:
     if answer["not_a_number"]:
-        return f"no number (none of its {len(answer['digits'])} marks is a digit)"
+        marks = len(answer["digits"])
+        return (
+            "no number (its one mark is not a digit)"
+            if marks == 1
+            else f"no number (none of its {marks} marks is a digit)"
+        )
     doubt = ": low, a digit or a join may be misread" if answer["low_confidence"] else ""
     return f"{answer['number']} (confidence {answer['confidence']:.1%}{doubt})"
 
