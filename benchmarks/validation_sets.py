@@ -10,6 +10,7 @@ read through the app's own endpoints like the benchmark's:
   then scanned as ``low-resolution``: strokes that fill whole pixels of the 8x8 scan;
 * ``photographed``: photos as ``digits.realworld.photo_of`` takes them, all unevenly lit;
 * ``numbers``: numbers of 2-6 digits as ``digits.realworld.numbers`` writes them;
+* ``thick-numbers``: the same, from digits thickened as for ``thick-pen``: a number in a marker;
 * ``negatives``: non-digits the served model never trained on, to see what a reading change costs
   in non-digits read as digits: half Fashion-MNIST *training* items outside those its training drew,
   half letters and marks drawn as ``digits.negatives`` draws them, from a seed of their own.
@@ -28,7 +29,7 @@ from digits import realworld as sets
 from digits.realworld_benchmark import read_uploads, score
 
 #: The sets, built in this order (so that each set's images stay the same whichever are read).
-SETS = ("low-resolution", "photographed", "numbers", "thick-pen", "negatives")
+SETS = ("low-resolution", "photographed", "numbers", "thick-pen", "thick-numbers", "negatives")
 
 
 def low_resolution_scan(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -111,6 +112,8 @@ def main() -> None:
             for i in pick
         ],
     }
+    thick = np.stack([thick_pen(digits[i], rng) for i in pick])
+    built["thick-numbers"] = sets.numbers(thick, labels[pick], rng, args.count // 2)
     if "negatives" in args.sets:
         built["negatives"] = unseen_negatives(args.count, args.model)
     with TestClient(create_app(args.model)) as client:
@@ -118,10 +121,10 @@ def main() -> None:
         for name, samples in built.items():
             if name not in args.sets:
                 continue
-            answers = read_uploads(client, samples, number=name == "numbers", log=lambda _: None)
+            answers = read_uploads(client, samples, number=name.endswith("numbers"), log=lambda _: None)
             row = score(name, answers, 0.0)
             extra = "  errors " + ", ".join(f"{k} ({n})" for k, n in row["confusions"])
-            if name == "numbers":
+            if name.endswith("numbers"):
                 kinds = {k: [a.right for a in answers if a.kind == k] for k in ("touching", "apart")}
                 extra = "  (" + ", ".join(f"{k} {np.mean(v):.2%}" for k, v in kinds.items() if v) + ")"
             print(
