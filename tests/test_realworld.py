@@ -313,6 +313,42 @@ def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     assert [c for c, _ in choose(narrow, rows, reject_below=0.6)] == [other_left, other_right]
 
 
+def test_number_reader_looks_again_at_a_refused_thick_mark_only():
+    from digits.number_reader import choose, look_again
+    from digits.segmentation import Mark
+
+    whole, left, right, alone, thick = crop(0.1), crop(0.2), crop(0.3), crop(0.4), crop(0.5).image
+    marks = [Mark([[whole], [left, right]], thinned=thick), Mark([[alone]], thinned=thick)]
+    # The first mark refused whole (40%) and its cut not sure either; the second read (99%).
+    rows = digit_rows([(8, 0.4), (1, 0.6), (7, 0.6), (3, 0.99)])
+    looked_at = []
+
+    def predict(confidence):
+        def model(images):
+            looked_at.append(images)
+            return digit_rows([(1, confidence)] * len(images))
+
+        return model
+
+    # Thinned, the refused mark is a 1 at 95%: it stands for the mark whole, with the thinned input.
+    again, again_rows = look_again(marks, rows, predict(0.95), 0.5)
+    assert len(looked_at) == 1 and np.array_equal(looked_at[0], thick[None])  # only the refused mark
+    assert again[0].readings[0][0].image is thick and again[0].readings[0][0].box == whole.box
+    assert again[0].readings[1] is marks[0].readings[1] and again[1] is marks[1]
+    assert [int(p.argmax()) for _, p in choose(again, again_rows, 0.5)] == [1, 3]
+    assert rows[0].argmax() == 8  # the caller's probabilities are left as they were
+    # Thinned and still not a digit: nothing changes.
+    same, same_rows = look_again(marks, rows, predict(0.3), 0.5)
+    assert all(a is b for a, b in zip(same, marks, strict=True)) and np.array_equal(same_rows, rows)
+    # Thin strokes (nothing to thin), or every mark read: the model is not asked again.
+    looked_at.clear()
+    thin = [Mark([[whole], [left, right]]), Mark([[alone]])]
+    assert look_again(thin, rows, predict(0.95), 0.5)[0] is thin
+    sure = digit_rows([(0, 0.9), (1, 0.6), (7, 0.6), (3, 0.99)])
+    assert look_again(marks, sure, predict(0.95), 0.5)[0] is marks
+    assert not looked_at
+
+
 def test_number_reader_weighs_cuts_by_a_marks_width_for_the_writing():
     from digits.number_reader import CUT_WIDTH, choose, cut_chance
     from digits.segmentation import Mark

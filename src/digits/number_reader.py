@@ -9,6 +9,9 @@ The number's confidence also charges each mark for the chance that it was segmen
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import numpy as np
 
 from digits.inference import LOW_CONFIDENCE, reading
@@ -18,6 +21,40 @@ from digits.segmentation import DigitCrop, Mark
 def candidate_images(marks: list[Mark]) -> np.ndarray:
     """Every candidate digit image of a number, stacked (N, 28, 28), for one model call."""
     return np.stack([crop.image for mark in marks for crops in mark.readings for crop in crops])
+
+
+def look_again(
+    marks: list[Mark],
+    probabilities: np.ndarray,
+    predict: Callable[[np.ndarray], np.ndarray],
+    reject_below: float,
+) -> tuple[list[Mark], np.ndarray]:
+    """The marks and their candidates' probabilities after a second look at thick marks, as the
+    single-digit reader takes one (``inference.second_look``): a mark read whole as "not a digit"
+    whose strokes are thick (``Mark.thinned``) is read again thinned, and if it is then a digit, that
+    reading stands for the mark whole, before ``choose`` weighs it against the mark's cuts.
+
+    ``probabilities`` are the model's for ``candidate_images(marks)``; ``predict`` maps images
+    (N, 28, 28) to probabilities (N, 10). Only refusals are looked at again, and thin strokes never,
+    so no digit the model reads changes.
+    """
+    wholes = np.cumsum([0] + [sum(len(crops) for crops in mark.readings) for mark in marks[:-1]])
+    refused = [
+        n
+        for n, mark in enumerate(marks)
+        if mark.thinned is not None and probabilities[wholes[n]].max() < reject_below
+    ]
+    if not refused:
+        return marks, probabilities
+    again = predict(np.stack([marks[n].thinned for n in refused]))
+    marks, probabilities = list(marks), probabilities.copy()
+    for n, row in zip(refused, again, strict=True):
+        if row.max() >= reject_below:
+            mark = marks[n]
+            whole = DigitCrop(mark.thinned, mark.readings[0][0].box)
+            marks[n] = dataclasses.replace(mark, readings=[[whole], *mark.readings[1:]])
+            probabilities[wholes[n]] = row
+    return marks, probabilities
 
 
 #: How likely a mark of a number is to hold touching digits, from its width over the writing's

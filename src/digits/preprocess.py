@@ -439,7 +439,13 @@ def thinned(gray: np.ndarray) -> np.ndarray | None:
     the first look lost digits instead (a 0 or an 8 whose holes the pen closed reads worse thinned),
     so the reader looks again only at what it refused (``inference.second_look``).
     """
-    strength = _strength(gray)
+    return thin_strokes(_strength(gray))
+
+
+def thin_strokes(strength: np.ndarray) -> np.ndarray | None:
+    """A tight crop's ink strength (``cut``) as a model input with its strokes thinned to MNIST's
+    width, if they are over ``_THICK`` times as thick (else None): ``thinned``'s work, which the number
+    reader also does for each mark it refuses whole."""
     inked = strength > 0.5
     scale = 20.0 / max(strength.shape)
     stroke = _stroke_width(inked)

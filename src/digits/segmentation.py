@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from digits.images import ImageError, NoDigitError
-from digits.preprocess import COARSE_SIDE_NUMBER, Ink, cut, find_ink, to_mnist, union
+from digits.preprocess import COARSE_SIDE_NUMBER, Ink, cut, find_ink, thin_strokes, to_mnist, union
 
 #: A multi-digit image with more separate marks than this is noise, not a number.
 MAX_DIGITS = 20
@@ -44,6 +44,9 @@ class Mark:
     # Narrower than a digit beside a digit, but perhaps a 1 touching its neighbour: cut only if the
     # mark whole is not a digit, so that a digit the model reads is never cut in two.
     narrow: bool = False
+    # The mark whole with its strokes thinned, if they are thick (``preprocess.thin_strokes``): a second
+    # look at a marker's digit that the model refuses whole (``number_reader.look_again``).
+    thinned: np.ndarray | None = None
 
 
 def segment_number(gray: np.ndarray) -> list[Mark]:
@@ -65,28 +68,30 @@ def segment_number(gray: np.ndarray) -> list[Mark]:
     for group in groups:
         own = [ink.marks[j] for j in group]
         box = union([ink.slices[j] for j in group])
-        readings = []
-        for parts in _splits(ink, own, box):
+        whole, *cuts = _splits(ink, own, box)
+        strength, crop = _crop(ink, own, *whole[0], 0, 1)  # NoDigitError: no ink strong enough to read
+        readings = [[crop]]
+        for parts in cuts:
             try:
                 crops = [
-                    _crop(ink, own, part, within, n, len(parts)) for n, (part, within) in enumerate(parts)
+                    _crop(ink, own, part, within, n, len(parts))[1] for n, (part, within) in enumerate(parts)
                 ]
             except NoDigitError:
-                if not readings:  # the mark whole has no ink strong enough to read
-                    raise
                 continue  # a cut that passed beside the ink and left a part empty: no reading
             readings.append(crops)
         rows, cols = box
-        marks.append(Mark(readings, narrow=cols.stop - cols.start <= _WIDE * (rows.stop - rows.start)))
+        narrow = cols.stop - cols.start <= _WIDE * (rows.stop - rows.start)
+        marks.append(Mark(readings, narrow, thin_strokes(strength)))
     return marks
 
 
-def _crop(ink: Ink, own: list[int], part: tuple[slice, slice], within, n: int, count: int) -> DigitCrop:
-    """The ``n``-th of ``count`` parts of a mark as a model input, with its box."""
+def _crop(
+    ink: Ink, own: list[int], part: tuple[slice, slice], within, n: int, count: int
+) -> tuple[np.ndarray, DigitCrop]:
+    """The ``n``-th of ``count`` parts of a mark: its ink strength, and as a model input with its box."""
     strength, (rows, cols) = cut(ink, own, part, (int(n == 0), int(n == count - 1)), within)
-    return DigitCrop(
-        to_mnist(strength), (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-    )
+    box = (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+    return strength, DigitCrop(to_mnist(strength), box)
 
 
 def segment_digits(gray: np.ndarray) -> list[DigitCrop]:

@@ -213,6 +213,7 @@ def _read_number(file: str, predict, below: float) -> dict:
         exc.args = (f"{file}: {exc}",)
         raise
     probabilities = predict(number_reader.candidate_images(marks))
+    marks, probabilities = number_reader.look_again(marks, probabilities, predict, below)
     return number_reader.answer(marks, probabilities, below, image.scale)[0]
 
 

@@ -138,6 +138,10 @@ async def predict_number(request: Request):
     (image, candidates), times = await reader.decoder.decoded(request, segment_number)
     inference_start = time.perf_counter()
     rows = await reader.predictor.predict(number_reader.candidate_images(candidates))
+    # Rare (a refused marker's digit), so run here, in line, rather than batched.
+    candidates, rows = number_reader.look_again(
+        candidates, rows, reader.predictor.predict_now, reader.reject_below
+    )
     number, crops = number_reader.answer(candidates, rows, reader.reject_below, image.scale)
     for mark, crop in zip(number["digits"], crops, strict=True):
         reader.metrics.count_answer(mark)
