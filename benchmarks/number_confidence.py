@@ -20,7 +20,7 @@ from scipy.optimize import minimize_scalar
 from digits import realworld as sets
 from digits.images import decode_image
 from digits.inference import load_classifier, not_a_digit_below, reading, resolve_model_path
-from digits.number_reader import MARK_SEGMENTED_RIGHT, candidate_images, choose, whole_number
+from digits.number_reader import MARK_SEGMENTED_RIGHT, candidate_images, choose, look_again, whole_number
 from digits.realworld_benchmark import expected_calibration_error
 from digits.segmentation import segment_number
 
@@ -29,10 +29,15 @@ def read(classifier, samples: list[sets.Sample]) -> tuple[np.ndarray, np.ndarray
     """Per number: the product of its digits' confidences (the confidence ``whole_number`` states,
     without the segmentation's share), its count of marks, whether it was read right."""
     below = not_a_digit_below(classifier)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return classifier.predict_proba(images[..., np.newaxis])
+
     products, marks, right = [], [], []
     for sample in samples:
         candidates = segment_number(decode_image(sample.data).gray)  # the server's size limit
-        probabilities = classifier.predict_proba(candidate_images(candidates)[..., np.newaxis])
+        probabilities = predict(candidate_images(candidates))
+        candidates, probabilities = look_again(candidates, probabilities, predict, below)
         answers = [reading(row, below) for _, row in choose(candidates, probabilities, below)]
         number, confidence = whole_number(answers)
         products.append(confidence / MARK_SEGMENTED_RIGHT ** len(answers))
