@@ -68,10 +68,10 @@ def segment_number(gray: np.ndarray) -> list[Mark]:
     for group in groups:
         own = [ink.marks[j] for j in group]
         box = union([ink.slices[j] for j in group])
-        whole, *cuts = _splits(ink, own, box)
-        strength, crop = _crop(ink, own, *whole[0], 0, 1)  # NoDigitError: no ink strong enough to read
-        readings = [[crop]]
-        for parts in cuts:
+        # The mark whole first; NoDigitError if it has no ink strong enough to read.
+        strength, whole = _crop(ink, own, box, None, 0, 1)
+        readings = [[whole]]
+        for parts in _splits(ink, own, box)[1:]:
             try:
                 crops = [
                     _crop(ink, own, part, within, n, len(parts))[1] for n, (part, within) in enumerate(parts)
