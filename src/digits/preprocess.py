@@ -388,16 +388,6 @@ def _stroke_width(inked: np.ndarray) -> float:
     return 2.0 * np.count_nonzero(inked) / max(perimeter, 1)
 
 
-def _ridge_width(inked: np.ndarray) -> float:
-    """A mask's stroke width in pixels where its strokes are widest inside: twice the median distance
-    to paper along the ridges (the distance transform's local maxima), less the ridge pixel's own.
-    Unlike ``_stroke_width`` it does not count a stroke's ends as its sides; the median keeps
-    junctions from counting. Whole pixels make it lumpy for strokes a few pixels wide."""
-    distance = ndimage.distance_transform_edt(_padded(inked))[1:-1, 1:-1]
-    ridge = (distance > 0) & (distance >= ndimage.maximum_filter(distance, size=3))
-    return 2.0 * float(np.median(distance[ridge])) - 1.0 if ridge.any() else 0.0
-
-
 def _dilate(mask: np.ndarray) -> np.ndarray:
     """A mask grown by one pixel in all eight directions: ``ndimage.binary_dilation`` with a 3x3
     square, as two separable passes. Equal to it, and about a tenth of its cost on the small masks
@@ -458,13 +448,10 @@ def thin_strokes(strength: np.ndarray) -> np.ndarray | None:
     reader also does for each mark it refuses whole."""
     inked = strength > 0.5
     scale = 20.0 / max(strength.shape)
-    if _stroke_width(inked) * scale <= _THICK * _MNIST_STROKE:
+    stroke = _stroke_width(inked)
+    if stroke * scale <= _THICK * _MNIST_STROKE:
         return None
-    # How much to thin is measured along the strokes' ridges: area over perimeter counts a short,
-    # wide stroke's ends as its sides, and left a marker's 1 a bar that the model still refused.
-    radius = (_ridge_width(inked) - _THICK_TARGET * _MNIST_STROKE / scale) / 2
-    if radius <= 0:
-        return None
+    radius = (stroke - _THICK_TARGET * _MNIST_STROKE / scale) / 2
     reach = int(np.ceil(radius))
     y, x = np.mgrid[-reach : reach + 1, -reach : reach + 1]
     # The crop is tight: what lies beyond it is paper, not a mirror of the strokes.
