@@ -313,6 +313,26 @@ def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     assert [c for c, _ in choose(narrow, rows, reject_below=0.6)] == [other_left, other_right]
 
 
+def test_number_reader_cuts_a_wide_mark_refused_whole_only_into_digits():
+    from digits.number_reader import answer, choose
+    from digits.segmentation import Mark
+
+    whole, left, right, other_left, other_right = crop(0.1), crop(0.2), crop(0.3), crop(0.4), crop(0.5)
+    letter = [Mark([[whole], [left, right], [other_left, other_right]])]
+    # Not a digit whole (40%). One cut is surer as a product (99% x 55%), but its second piece is not
+    # a digit (under 60%); the other cut is a 1 and a 7 at 70% each: only that one can stand.
+    rows = digit_rows([(8, 0.4), (1, 0.99), (4, 0.55), (1, 0.7), (7, 0.7)])
+    assert [c for c, _ in choose(letter, rows, 0.6)] == [other_left, other_right]
+    # With no cut into digits alone, the mark stays whole and not a digit: no number, not a "1".
+    rows = digit_rows([(8, 0.4), (1, 0.99), (4, 0.55), (1, 0.99), (7, 0.2)])
+    assert [c for c, _ in choose(letter, rows, 0.6)] == [whole]
+    assert answer(letter, rows, 0.6)[0]["not_a_number"]
+    # A narrow mark (a marker's 1?) keeps the surest cut: its piece that is not a digit is a sliver.
+    narrow = [Mark(letter[0].readings, narrow=True)]
+    assert [c for c, _ in choose(narrow, rows, 0.6)] == [left, right]
+    assert answer(narrow, rows, 0.6)[0]["number"] == "1"
+
+
 def test_number_reader_looks_again_at_a_refused_thick_mark_only():
     from digits.number_reader import choose, look_again
     from digits.segmentation import Mark

@@ -71,7 +71,8 @@ def choose(
     """The digits of the number, left to right, each with its probabilities: for every mark, the
     reading whose digits are most likely all right, the product of their confidences
     (``probabilities`` in the order of ``candidate_images``). A narrow mark (``Mark.narrow``) is
-    cut only if, whole, its confidence is below ``reject_below``: not a digit.
+    cut only if, whole, its confidence is below ``reject_below``: not a digit. A wider mark that is
+    not a digit whole is read cut only where every piece is a digit; else it stays not a digit.
 
     A mean would not charge a reading for its extra digits: a wide 0 cut into two confident halves
     outscored the whole 0. Each added digit is one more chance to be wrong, as in the number's own
@@ -94,6 +95,15 @@ def choose(
             cut = cut_chance(mark.readings[0][0].box[2] / writing)
             readings = [(readings[0][0] + np.log1p(-cut), readings[0][1])] + [
                 (score + np.log(cut), digits) for score, digits in readings[1:]
+            ]
+        elif not whole_is_digit and not mark.narrow:
+            # Touching digits leave a digit in every piece; a letter or an object cut apart would
+            # leave its one digit-like piece in the number. (A narrow mark's piece that is not a
+            # digit may be a sliver of a marker's 1, which the cut's other piece reads.)
+            readings = readings[:1] + [
+                (score, digits)
+                for score, digits in readings[1:]
+                if all(row.max() >= reject_below for _, row in digits)
             ]
         chosen.extend(max(readings, key=lambda scored: scored[0])[1])
     return chosen
