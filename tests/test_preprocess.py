@@ -313,17 +313,18 @@ def test_touching_digits_are_offered_whole_and_cut_apart():
 
 
 def test_a_number_in_a_marker_offers_each_mark_thinned_for_a_second_look():
-    from digits.preprocess import _stroke_width
+    from digits.preprocess import _stroke_width, thin_strokes
 
     image = Image.new("L", (500, 200), 255)
     draw = ImageDraw.Draw(image)
     draw.line([(80, 30), (80, 170)], fill=0, width=50)  # a 1 in a marker
     draw.line([(300, 30), (300, 170)], fill=0, width=8)  # a 1 in a pen
     marker, pen = segment_number(np.asarray(image))
-    assert pen.thinned is None
-    assert marker.thinned is not None and marker.thinned.shape == (28, 28)
-    thinner = _stroke_width(marker.thinned > 0.5) < _stroke_width(marker.readings[0][0].image > 0.5) - 1
-    assert thinner and (marker.thinned > 0.5).any(axis=1).sum() >= 19  # still a digit's height
+    assert thin_strokes(pen.strength) is None
+    thinned = thin_strokes(marker.strength)
+    assert thinned is not None and thinned.shape == (28, 28)
+    thinner = _stroke_width(thinned > 0.5) < _stroke_width(marker.readings[0][0].image > 0.5) - 1
+    assert thinner and (thinned > 0.5).any(axis=1).sum() >= 19  # still a digit's height
 
 
 def test_a_short_fragment_joins_its_neighbour():

@@ -333,12 +333,16 @@ def test_number_reader_cuts_a_wide_mark_refused_whole_only_into_digits():
     assert answer(narrow, rows, 0.6)[0]["number"] == "1"
 
 
-def test_number_reader_looks_again_at_a_refused_thick_mark_only():
+def test_number_reader_looks_again_at_a_refused_thick_mark_only(monkeypatch):
+    from digits import number_reader
     from digits.number_reader import choose, look_again
     from digits.segmentation import Mark
 
     whole, left, right, alone, thick = crop(0.1), crop(0.2), crop(0.3), crop(0.4), crop(0.5).image
-    marks = [Mark([[whole], [left, right]], thinned=thick), Mark([[alone]], thinned=thick)]
+    marker, pen = np.ones((40, 20), np.float32), np.ones((40, 4), np.float32)  # the marks' ink
+    # Thinning itself is tested in test_preprocess: here a marker's ink thins to `thick`, a pen's not.
+    monkeypatch.setattr(number_reader, "thin_strokes", lambda strength: thick if strength is marker else None)
+    marks = [Mark([[whole], [left, right]], strength=marker), Mark([[alone]], strength=marker)]
     # The first mark refused whole (40%) and its cut not sure either; the second read (99%).
     rows = digit_rows([(8, 0.4), (1, 0.6), (7, 0.6), (3, 0.99)])
     looked_at = []
@@ -362,7 +366,7 @@ def test_number_reader_looks_again_at_a_refused_thick_mark_only():
     assert all(a is b for a, b in zip(same, marks, strict=True)) and np.array_equal(same_rows, rows)
     # Thin strokes (nothing to thin), or every mark read: the model is not asked again.
     looked_at.clear()
-    thin = [Mark([[whole], [left, right]]), Mark([[alone]])]
+    thin = [Mark([[whole], [left, right]], strength=pen), Mark([[alone]])]
     assert look_again(thin, rows, predict(0.95), 0.5)[0] is thin
     sure = digit_rows([(0, 0.9), (1, 0.6), (7, 0.6), (3, 0.99)])
     assert look_again(marks, sure, predict(0.95), 0.5)[0] is marks

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from digits.inference import LOW_CONFIDENCE, reading
+from digits.preprocess import thin_strokes
 from digits.segmentation import DigitCrop, Mark
 
 
@@ -31,28 +32,29 @@ def look_again(
 ) -> tuple[list[Mark], np.ndarray]:
     """The marks and their candidates' probabilities after a second look at thick marks, as the
     single-digit reader takes one (``inference.second_look``): a mark read whole as "not a digit"
-    whose strokes are thick (``Mark.thinned``) is read again thinned, and if it is then a digit, that
-    reading stands for the mark whole, before ``choose`` weighs it against the mark's cuts.
+    whose strokes are thick (``preprocess.thin_strokes`` of ``Mark.strength``) is read again
+    thinned, and if it is then a digit, that reading stands for the mark whole, before ``choose``
+    weighs it against the mark's cuts.
 
     ``probabilities`` are the model's for ``candidate_images(marks)``; ``predict`` maps images
     (N, 28, 28) to probabilities (N, 10). Only refusals are looked at again, and thin strokes never,
     so no digit the model reads changes.
     """
     wholes = np.cumsum([0] + [sum(len(crops) for crops in mark.readings) for mark in marks[:-1]])
-    refused = [
-        n
+    thinned = {
+        n: thin_strokes(mark.strength)
         for n, mark in enumerate(marks)
-        if mark.thinned is not None and probabilities[wholes[n]].max() < reject_below
-    ]
-    if not refused:
+        if mark.strength is not None and probabilities[wholes[n]].max() < reject_below
+    }
+    thinned = {n: image for n, image in thinned.items() if image is not None}
+    if not thinned:
         return marks, probabilities
-    again = predict(np.stack([marks[n].thinned for n in refused]))
+    again = predict(np.stack(list(thinned.values())))
     marks, probabilities = list(marks), probabilities.copy()
-    for n, row in zip(refused, again, strict=True):
+    for (n, image), row in zip(thinned.items(), again, strict=True):
         if row.max() >= reject_below:
-            mark = marks[n]
-            whole = DigitCrop(mark.thinned, mark.readings[0][0].box)
-            marks[n] = dataclasses.replace(mark, readings=[[whole], *mark.readings[1:]])
+            whole = DigitCrop(image, marks[n].readings[0][0].box)
+            marks[n] = dataclasses.replace(marks[n], readings=[[whole], *marks[n].readings[1:]])
             probabilities[wholes[n]] = row
     return marks, probabilities
 

@@ -445,7 +445,7 @@ def thinned(gray: np.ndarray) -> np.ndarray | None:
 def thin_strokes(strength: np.ndarray) -> np.ndarray | None:
     """A tight crop's ink strength (``cut``) as a model input with its strokes thinned to MNIST's
     width, if they are over ``_THICK`` times as thick (else None): ``thinned``'s work, which the number
-    reader also does for each mark it refuses whole."""
+    reader also does for each mark it refuses whole (``number_reader.look_again``)."""
     inked = strength > 0.5
     scale = 20.0 / max(strength.shape)
     stroke = _stroke_width(inked)

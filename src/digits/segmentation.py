@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from digits.images import ImageError, NoDigitError
-from digits.preprocess import COARSE_SIDE_NUMBER, Ink, cut, find_ink, thin_strokes, to_mnist, union
+from digits.preprocess import COARSE_SIDE_NUMBER, Ink, cut, find_ink, to_mnist, union
 
 #: A multi-digit image with more separate marks than this is noise, not a number.
 MAX_DIGITS = 20
@@ -44,9 +44,9 @@ class Mark:
     # Narrower than a digit beside a digit, but perhaps a 1 touching its neighbour: cut only if the
     # mark whole is not a digit, so that a digit the model reads is never cut in two.
     narrow: bool = False
-    # The mark whole with its strokes thinned, if they are thick (``preprocess.thin_strokes``): a second
-    # look at a marker's digit that the model refuses whole (``number_reader.look_again``).
-    thinned: np.ndarray | None = None
+    # The mark whole's ink strength (``preprocess.cut``), for a second look, thinned, if the model
+    # refuses it whole (``number_reader.look_again``): thinned only then, as thinning is slow.
+    strength: np.ndarray | None = None
 
 
 def segment_number(gray: np.ndarray) -> list[Mark]:
@@ -81,7 +81,7 @@ def segment_number(gray: np.ndarray) -> list[Mark]:
             readings.append(crops)
         rows, cols = box
         narrow = cols.stop - cols.start <= _WIDE * (rows.stop - rows.start)
-        marks.append(Mark(readings, narrow, thin_strokes(strength)))
+        marks.append(Mark(readings, narrow, strength))
     return marks
 
 
