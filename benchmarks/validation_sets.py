@@ -11,6 +11,8 @@ read through the app's own endpoints like the benchmark's:
 * ``photographed``: photos as ``digits.realworld.photo_of`` takes them, all unevenly lit;
 * ``numbers``: numbers of 2-6 digits as ``digits.realworld.numbers`` writes them;
 * ``thick-numbers``: the same, from digits thickened as for ``thick-pen``: a number in a marker;
+* ``marker-photos``: the ``thick-pen`` digits photographed as ``photographed``, 8-36 times MNIST's
+  scale: a phone photo of a marker's digit, whose crop is bigger than the reader's working size;
 * ``negatives``: non-digits the served model never trained on, to see what a reading change costs
   in non-digits read as digits: half Fashion-MNIST *training* items outside those its training drew,
   half letters and marks drawn as ``digits.negatives`` draws them, from a seed of their own.
@@ -29,7 +31,15 @@ from digits import realworld as sets
 from digits.realworld_benchmark import read_uploads, score
 
 #: The sets, built in this order (so that each set's images stay the same whichever are read).
-SETS = ("low-resolution", "photographed", "numbers", "thick-pen", "thick-numbers", "negatives")
+SETS = (
+    "low-resolution",
+    "photographed",
+    "numbers",
+    "thick-pen",
+    "thick-numbers",
+    "marker-photos",
+    "negatives",
+)
 
 
 def low_resolution_scan(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -114,6 +124,10 @@ def main() -> None:
     }
     thick = np.stack([thick_pen(digits[i], rng) for i in pick])
     built["thick-numbers"] = sets.numbers(thick, labels[pick], rng, args.count // 2)
+    built["marker-photos"] = [
+        sets.Sample(sets.photo_of(thick[n], rng, uneven_light=True, scale=(8, 36)), str(labels[i]), "photo")
+        for n, i in enumerate(pick)
+    ]
     if "negatives" in args.sets:
         built["negatives"] = unseen_negatives(args.count, args.model)
     with TestClient(create_app(args.model)) as client:

@@ -118,9 +118,15 @@ def low_resolution_scan(ink: np.ndarray, rng: np.random.Generator) -> bytes:
 # ---------------------------------------------------------------------------- photographed
 
 
-def photo_of(digit: np.ndarray, rng: np.random.Generator, uneven_light: bool = False) -> bytes:
-    """A 28x28 uint8 MNIST digit as a JPEG a user might send: big, dark on light, askew, off-centre."""
-    size = int(28 * rng.uniform(3, 8))
+def photo_of(
+    digit: np.ndarray,
+    rng: np.random.Generator,
+    uneven_light: bool = False,
+    scale: tuple[float, float] = (3, 8),
+) -> bytes:
+    """A 28x28 uint8 MNIST digit as a JPEG a user might send: big (``scale`` times MNIST's, drawn
+    uniformly), dark on light, askew, off-centre."""
+    size = int(28 * rng.uniform(*scale))
     image = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BILINEAR)
     image = image.rotate(rng.uniform(-12, 12), resample=Image.Resampling.BILINEAR, fillcolor=255, expand=True)
     width = int(image.width * rng.uniform(1.3, 2.5))
