@@ -137,21 +137,6 @@ def test_thick_strokes_are_thinned_to_mnist_width_for_a_second_look(mnist_test):
     assert (second > 0.5).any(axis=1).sum() >= 19  # still a digit's height, not a dot
 
 
-def test_a_marker_digit_is_thinned_alike_at_any_size():
-    # A big photo's crop is thinned at the working resolution: the model must see the same strokes.
-    from digits.preprocess import thinned
-
-    def seven(side: int) -> np.ndarray:
-        s = side / 300
-        lines = [((100 * s, 60 * s), (200 * s, 60 * s), (140 * s, 250 * s))]
-        return np.asarray(sheet(size=(side, side), lines=lines, width=int(60 * s)))
-
-    small, big = thinned(seven(150)), thinned(seven(2000))
-    assert small is not None and big is not None
-    assert np.abs(small - big).mean() < 0.03
-    assert abs(int((big > 0.5).sum()) - int((small > 0.5).sum())) <= 0.1 * (small > 0.5).sum()
-
-
 def lit(image: Image.Image, vignette: float = 0.0, shadow: float = 0.0) -> np.ndarray:
     """A phone photo's uneven light on a sheet: corners darkened by ``vignette``, and the lower
     right corner by ``shadow`` (both fractions of the light)."""

@@ -446,19 +446,12 @@ def thin_strokes(strength: np.ndarray) -> np.ndarray | None:
     """A tight crop's ink strength (``cut``) as a model input with its strokes thinned to MNIST's
     width, if they are over ``_THICK`` times as thick (else None): ``thinned``'s work, which the number
     reader also does for each mark it refuses whole (``number_reader.look_again``)."""
-    from PIL import Image
-
     inked = strength > 0.5
     scale = 20.0 / max(strength.shape)
     stroke = _stroke_width(inked)
     if stroke * scale <= _THICK * _MNIST_STROKE:
         return None
-    # Eroded at ``to_mnist``'s working resolution, not the crop's: the result is the same at 28x28,
-    # and the erosion's cost grows with the cube of the crop's side (seconds for a big photo).
-    reduction = reduction_factor(strength.shape, _FINE_SIDE)
-    if reduction > 1:
-        strength = np.asarray(Image.fromarray(strength.astype(np.float32), "F").reduce(reduction))
-    radius = (stroke - _THICK_TARGET * _MNIST_STROKE / scale) / 2 / reduction
+    radius = (stroke - _THICK_TARGET * _MNIST_STROKE / scale) / 2
     reach = int(np.ceil(radius))
     y, x = np.mgrid[-reach : reach + 1, -reach : reach + 1]
     # The crop is tight: what lies beyond it is paper, not a mirror of the strokes.
