@@ -284,6 +284,46 @@ def test_concurrent_requests_are_batched_correctly(untrained_model):
         assert np.allclose(response.json()["probabilities"], expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "slow_step"),
+    [
+        ("/api/predict", "digits.server.routes.thinned"),
+        ("/api/predict-number", "digits.number_reader.thin_strokes"),
+    ],
+)
+def test_a_slow_second_look_does_not_hold_up_other_requests(
+    untrained_model, monkeypatch, endpoint, slow_step
+):
+    import threading
+
+    entered, release, order = threading.Event(), threading.Event(), []
+
+    def slow_thinning(_):  # a big photo's marker digit: thinning it takes seconds
+        entered.set()
+        release.wait(timeout=10)
+        order.append("thinned")
+        return None
+
+    monkeypatch.setattr(slow_step, slow_thinning)
+    app = create_app(untrained_model)
+    app.state.reader.reject_below = 1.0  # every answer "not a digit": every one is looked at again
+
+    async def fire():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as session:
+            slow = asyncio.create_task(session.post(endpoint, **upload(png(seven()))))
+            while not entered.is_set():
+                await asyncio.sleep(0.01)
+            health = await session.get("/api/health")
+            order.append("health")
+            release.set()
+            return await slow, health
+
+    slow, health = asyncio.run(fire())
+    assert slow.status_code == 200 and health.status_code == 200
+    assert order == ["health", "thinned"]  # answered while the thinning was still under way
+
+
 # ---------------------------------------------------------------------------- bad input
 
 

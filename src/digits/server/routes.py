@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -99,12 +100,18 @@ async def predict(request: Request):
     inference_start = time.perf_counter()
     row = (await reader.predictor.predict(processed[np.newaxis]))[0]
     answer = reading(row, reader.reject_below, processed)
-    # Rare (a refused thick-pen digit), so run here, in line, rather than batched.
-    again = second_look(
-        answer, lambda: thinned(image.gray), reader.predictor.predict_now, reader.reject_below
-    )
-    if again:
-        answer, processed = again
+    if answer["not_a_digit"]:
+        # Rare (a refused thick-pen digit), so not batched; but thinning a big photo's strokes takes
+        # up to seconds, so off the event loop, where it would hold up every other request.
+        again = await anyio.to_thread.run_sync(
+            second_look,
+            answer,
+            lambda: thinned(image.gray),
+            reader.predictor.predict_now,
+            reader.reject_below,
+        )
+        if again:
+            answer, processed = again
     reader.metrics.count_answer(answer)
     return JSONResponse(
         {
@@ -138,9 +145,9 @@ async def predict_number(request: Request):
     (image, candidates), times = await reader.decoder.decoded(request, segment_number)
     inference_start = time.perf_counter()
     rows = await reader.predictor.predict(number_reader.candidate_images(candidates))
-    # Rare (a refused marker's digit), so run here, in line, rather than batched.
-    candidates, rows = number_reader.look_again(
-        candidates, rows, reader.predictor.predict_now, reader.reject_below
+    # Rare (a refused marker's digit), so not batched; off the event loop, as thinning can be slow.
+    candidates, rows = await anyio.to_thread.run_sync(
+        number_reader.look_again, candidates, rows, reader.predictor.predict_now, reader.reject_below
     )
     number, crops = number_reader.answer(candidates, rows, reader.reject_below, image.scale)
     for mark, crop in zip(number["digits"], crops, strict=True):
