@@ -3,7 +3,6 @@ that may be touching neighbours (the model chooses among them: digits.number_rea
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +21,6 @@ _NARROWEST = 0.45
 _MOST_SPLIT = 6
 _TWO_DIGIT_CUTS = 4
 _FRAGMENT = 0.45
-# Cut into three or more at uneven places too: at most _UNEVEN_OFFERS ways per count, each part at
-# least _NARROWEST_PART of the mark's height wide (a 1).
-_UNEVEN_OFFERS = 4
-_NARROWEST_PART = 0.2
 # A cut between touching digits strays at most _SEAM_REACH of the mark's height from the thinnest
 # column; each column strayed and each sideways step cost these fractions of an inked pixel.
 _SEAM_REACH = 0.2
@@ -204,8 +199,6 @@ def _splits(ink: Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[P
     for seam in sorted(seams, key=lambda path: path[0]):
         readings.append(parts([np.asarray(seam)]))
     most = min(int(np.ceil(width / (_NARROWEST * height))), _MOST_SPLIT)
-    pool = _thinnest_apart(minima, smooth, _NARROWEST_PART * height / 2)
-    pool = sorted(set(pool) | {int(width * share) for share in np.arange(0.2, 0.81, 0.1)})
     for count in range(3, most + 1):
         cuts = [0]
         for k in range(1, count):
@@ -217,37 +210,7 @@ def _splits(ink: Ink, marks: list[int], box: tuple[slice, slice]) -> list[list[P
             # Seams no further apart than a third of a digit's share, so that they never cross.
             near = max(1, min(reach, int(width / (3 * count))))
             readings.append(parts(list(_seams(mark_ink, cuts[1:], near))))
-        # Digits of unequal width (a 1 beside a 0) are joined far from the evenly spaced places: also
-        # cut at the places tried for two digits, taken count - 1 at a time, where the least ink is.
-        for places in _uneven_cuts(pool, count, width, height, smooth):
-            near = max(1, min(reach, (min(np.diff([0, *places, width])) - 1) // 2))
-            readings.append(parts(list(_seams(mark_ink, list(places), near))))
     return readings
-
-
-def _thinnest_apart(columns: list[int], column_ink: np.ndarray, apart: float) -> list[int]:
-    """The ``columns`` crossing the least ink, thinnest first, each over ``apart`` from a thinner one."""
-    kept: list[int] = []
-    for column in sorted(columns, key=lambda c: column_ink[c]):
-        if all(abs(column - other) > apart for other in kept):
-            kept.append(column)
-    return kept
-
-
-def _uneven_cuts(
-    places: list[int], count: int, width: int, height: int, column_ink: np.ndarray
-) -> list[tuple[int, ...]]:
-    """Up to ``_UNEVEN_OFFERS`` ways to cut a mark into ``count`` parts at ``count - 1`` of ``places``
-    (columns), each part at least ``_NARROWEST_PART`` of the mark's height wide: those crossing the
-    least ink (``column_ink``)."""
-    narrowest = _NARROWEST_PART * height
-    ways = [
-        chosen
-        for chosen in itertools.combinations(places, count - 1)
-        if min(np.diff([0, *chosen, width])) >= narrowest
-    ]
-    ways.sort(key=lambda chosen: float(column_ink[list(chosen)].sum()))
-    return ways[:_UNEVEN_OFFERS]
 
 
 def _seams(ink: np.ndarray, starts: list[int], reach: int) -> np.ndarray:
