@@ -103,6 +103,18 @@ def test_mask_growing_and_shrinking_equal_scipys(height, width, density, seed):
     assert np.array_equal(preprocess._erode(mask), ndimage.binary_erosion(mask, structure=square))
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 50), st.integers(1, 50), st.floats(0.1, 15.0), st.integers(0, 2**32 - 1))
+def test_eroding_by_a_disk_equals_scipys(height, width, radius, seed):
+    rng = np.random.default_rng(seed)
+    strength = (rng.random((height, width)) * (rng.random((height, width)) < 0.8)).astype(np.float32)
+    reach = int(np.ceil(radius))
+    y, x = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    disk = x**2 + y**2 <= radius**2
+    expected = ndimage.grey_erosion(strength, footprint=disk, mode="constant", cval=0.0)
+    assert np.array_equal(preprocess._erode_disk(strength, radius), expected)
+
+
 def test_same_digit_anywhere_gives_the_same_input():
     left = sheet(size=(400, 300), lines=[((40, 40), (100, 40), (60, 160))])
     right = sheet(size=(400, 300), lines=[((300, 120), (360, 120), (320, 240))])

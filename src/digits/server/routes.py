@@ -101,8 +101,8 @@ async def predict(request: Request):
     row = (await reader.predictor.predict(processed[np.newaxis]))[0]
     answer = reading(row, reader.reject_below, processed)
     if answer["not_a_digit"]:
-        # Rare (a refused thick-pen digit), so not batched; but thinning a big photo's strokes takes
-        # up to seconds, so off the event loop, where it would hold up every other request.
+        # Rare (a refused thick-pen digit), so not batched; but thinning a big photo's strokes can
+        # take a few hundred milliseconds, so off the event loop, where it would hold up every request.
         again = await anyio.to_thread.run_sync(
             second_look,
             answer,
