@@ -3,8 +3,8 @@
 MNIST digits are light ink on black, their longer side scaled to 20 pixels (aspect ratio kept,
 anti-aliased) and placed in a 28x28 field so that the centre of mass sits at the centre. Photos,
 scans and canvas drawings are the opposite: dark ink on light paper, any size, anywhere in the frame.
-This module bridges the two, with numpy and scipy.ndimage (a little over 400 lines: its steps share
-the ``Ink`` record and their constants, so they stay together): ``normalise`` turns grayscale pixels
+This module bridges the two, with numpy and scipy.ndimage (one module: its steps share the ``Ink``
+record and their constants, so they stay together): ``normalise`` turns grayscale pixels
 (decoded by digits.images) into float32 (28, 28) in [0, 1], white digit on black, or raises
 ``NoDigitError``; ``load_image`` does it for a file. digits.segmentation does it for each digit of a
 written number, with the helpers shared here (``find_ink``, ``cut``, ``to_mnist``).
