@@ -466,23 +466,18 @@ def _erode_disk(image: np.ndarray, radius: float) -> np.ndarray:
     row of it, shifted: the same minima in time that grows with the radius, not with its square (a
     big photo's marker digit took seconds)."""
     reach = int(np.ceil(radius))
+    y, x = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    widths = np.count_nonzero(x**2 + y**2 <= radius**2, axis=1)  # the disk's width in each row
     height = image.shape[0]
     padded = np.zeros((height + 2 * reach, image.shape[1]), dtype=image.dtype)
     row_minima: dict[int, np.ndarray] = {}
     eroded = None
-    for dy in range(-reach, reach + 1):
-        if dy * dy > radius * radius:
+    for dy, width in zip(range(-reach, reach + 1), widths.tolist(), strict=True):
+        if not width:
             continue
-        half = int(np.sqrt(radius * radius - dy * dy))
-        while (half + 1) ** 2 + dy * dy <= radius * radius:  # exact where the square root rounds
-            half += 1
-        while half and half * half + dy * dy > radius * radius:
-            half -= 1
-        if half not in row_minima:
-            row_minima[half] = ndimage.minimum_filter1d(
-                image, 2 * half + 1, axis=1, mode="constant", cval=0.0
-            )
-        padded[reach : reach + height] = row_minima[half]
+        if width not in row_minima:
+            row_minima[width] = ndimage.minimum_filter1d(image, width, axis=1, mode="constant", cval=0.0)
+        padded[reach : reach + height] = row_minima[width]
         shifted = padded[reach + dy : reach + dy + height]
         eroded = shifted.copy() if eroded is None else np.minimum(eroded, shifted, out=eroded)
     return eroded
