@@ -203,6 +203,14 @@ def test_generated_letters_and_marks_are_dark_strokes_on_white():
         assert 0.005 < np.mean(pixels < 128) < 0.5
 
 
+def test_the_letters_drawn_for_training_are_the_letters_the_benchmark_prints():
+    from digits.negatives import _LETTERS
+    from digits.realworld import LETTERS
+
+    # One definition of a letter that is not a digit, for what trains and what measures.
+    assert {name[0] for name in _LETTERS} == set(LETTERS)
+
+
 def test_training_negatives_are_model_inputs():
     fashion_or_skip()
     from digits.negatives import training_negatives
