@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from digits.data import load_fashion
 
 #: Printed letters that look like no digit: O, I, l, S, Z, B, G, T, J, b, g, q, t and their kin are
-#: left out.
+#: left out. ``digits.negatives`` draws the same letters for training.
 LETTERS = "ACEFHKLMNPRUVWXYacdefhkmnpruvwxy"
 
 
