@@ -63,22 +63,6 @@ def test_augmentation_distorts_but_keeps_shape_range_and_ink(kind):
     assert np.all(out.sum(axis=(1, 2, 3)) > 0.5 * images[0].sum())  # the digit is not pushed out
 
 
-def test_low_resolution_inks_a_blurred_digit_as_the_reader_does():
-    from digits.augmentation import LowResolution, full_ink
-
-    # Ink at half strength is full ink once scaled; a blank image stays blank.
-    half = np.zeros((2, 28, 28, 1), np.float32)
-    half[0, 6:22, 12:16] = 0.5
-    assert np.allclose(np.asarray(full_ink(half)), 2 * half)
-    # The reader maps a scan's typical ink level to 1, so a blurred digit reaches the model with
-    # saturated strokes; the augmentation gives the same, not a faint blur.
-    digits = np.zeros((32, 28, 28, 1), np.float32)
-    digits[:, 4:24, 13:15] = 1.0  # a thin pen's "1"
-    out = np.asarray(LowResolution(seed=0)(digits, training=True))
-    assert np.allclose(out.max(axis=(1, 2, 3)), 1.0)
-    assert (out >= 0.95).sum(axis=(1, 2, 3)).mean() > 0.8 * (digits >= 0.95).sum(axis=(1, 2, 3)).mean()
-
-
 def test_wide_augmentation_moves_digits_about_twice_as_far_as_affine():
     images = np.zeros((256, 28, 28, 1), np.float32)
     images[:, 10:18, 10:18] = 1.0  # a centred square: rotation and zoom keep its centre, shifts move it
@@ -118,8 +102,7 @@ def test_stroke_width_makes_pens_thicker_and_thinner():
     images[:, 4:24, 12:15] = 1.0  # a 3-pixel stroke
     out = np.asarray(StrokeWidth(seed=2)(images, training=True))
     ink = out.sum(axis=(1, 2, 3)) / images[0].sum()
-    assert ink.max() > 2.0 and ink.min() < 0.8  # some up to 7 pixels wide, some thinner
-    assert ink.max() <= 7 * 24 / (3 * 20) + 1e-4  # never beyond two dilations (7 x 24 pixels)
+    assert ink.max() > 1.4 and ink.min() < 0.8  # some up to 5 pixels wide, some thinner
     assert (out[:, 4:24, 12:15] > 0.3).all()  # thinning never wipes out the stroke's core
     assert np.array_equal(StrokeWidth(seed=2)(images, training=False), images)
 

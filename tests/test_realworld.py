@@ -250,33 +250,6 @@ def test_an_input_longer_than_any_digit_is_not_a_digit_whatever_the_model_reads(
 # ---------------------------------------------------------------------------- numbers
 
 
-def test_touching_pairs_are_two_training_digits_read_as_one_mark():
-    from digits.negatives import touching_pairs, with_negatives
-
-    square = np.zeros((28, 28), np.float32)
-    square[7:21, 7:21] = 1.0
-    stroke = np.zeros((28, 28), np.float32)
-    stroke[4:24, 13:15] = 1.0  # a 1 narrower than the overlap: still beside the other digit
-    assert touching_pairs(20, np.stack([stroke] * 3), seed=0).shape == (20, 28, 28, 1)
-    wide = np.zeros((28, 28), np.float32)
-    wide[8:20, 2:26] = 1.0  # a wide digit beside a thin one: the pair is at least as wide as it
-    assert touching_pairs(20, np.stack([stroke, wide]), seed=0).shape == (20, 28, 28, 1)
-    digits = np.stack([square] * 4)[..., np.newaxis]
-    pairs = touching_pairs(6, digits, seed=0)
-    assert pairs.dtype == np.float32 and pairs.shape == (6, 28, 28, 1)
-    assert np.array_equal(pairs, touching_pairs(6, digits, seed=0))
-    for pair in pairs[..., 0]:
-        rows, cols = np.flatnonzero(pair.max(axis=1) > 0.1), np.flatnonzero(pair.max(axis=0) > 0.1)
-        assert (cols[-1] - cols[0] + 1) > 1.4 * (rows[-1] - rows[0] + 1)  # two squares wide
-        assert (pair[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].max(axis=0) > 0.1).all()  # touching
-
-    # Added to the training digits with uniform targets; no held-out negatives without --negatives.
-    targets = np.eye(10, dtype=np.float32)[[0, 1, 2, 3]]
-    x, y, held_out = with_negatives(0, 0, digits, targets, log=lambda _: None, pairs=6)
-    assert x.shape == (10, 28, 28, 1) and held_out is None
-    assert np.array_equal(y[:4], targets) and np.allclose(y[4:], 0.1)
-
-
 def test_a_refused_digit_gets_a_second_look_only_if_thinned_it_is_a_digit():
     from digits.inference import reading, second_look
 

@@ -88,8 +88,7 @@ class Sometimes(_RandomLayer):
 
 
 class LowResolution(_RandomLayer):
-    """A low-resolution scan: the image reduced to 8-14 pixels a side (area average), enlarged back,
-    and inked as the reader inks an upload (``full_ink``).
+    """A low-resolution scan: the image reduced to 8-14 pixels a side (area average) and enlarged back.
 
     The sizes are drawn per image from a few fixed ones, so a batch needs one resize per size.
     """
@@ -108,30 +107,15 @@ class LowResolution(_RandomLayer):
                 ops.image.resize(small, (shape[1], shape[2]), interpolation="bicubic"), 0.0, 1.0
             )
             out = ops.where(which == n, blurred, out)
-        return full_ink(out)
-
-
-def full_ink(images):
-    """Each image scaled so that the mean level of its ink is full ink, clipped at 1.
-
-    ``preprocess`` maps an upload's typical ink level to 1, so a blurred low-resolution digit reaches
-    the model as thick, saturated strokes; a blurred MNIST digit, left as it is, stays faint and thin.
-    Ink here is what is brighter than 0.35 of the image's brightest pixel (about where Otsu's
-    threshold falls on such an image).
-    """
-    top = ops.max(images, axis=(1, 2, 3), keepdims=True)
-    ink = ops.cast(images > 0.35 * top, images.dtype)
-    total = ops.sum(images * ink, axis=(1, 2, 3), keepdims=True)
-    full = total / ops.maximum(ops.sum(ink, axis=(1, 2, 3), keepdims=True), 1.0)
-    return ops.clip(images / ops.maximum(full, 1e-3), 0.0, 1.0)
+        return out
 
 
 class StrokeWidth(_RandomLayer):
-    """Thicker or thinner pens: each image is blended towards up to two 3x3 dilations, or an erosion.
+    """Thicker or thinner pens: each image is blended towards its 3x3 dilation or erosion.
 
-    MNIST's strokes are 2-3 pixels wide at 28x28; a felt pen, a finger on a phone or a stroke that
-    fills a pixel of a small scan writes up to 4 pixels wider, a fine pen or a mouse on a big canvas
-    thinner. Thinning stops short of a full erosion, which would wipe out MNIST's thinnest strokes.
+    MNIST's strokes are 2-3 pixels wide at 28x28; a felt pen or a finger on a phone writes thicker, a
+    fine pen or a mouse on a big canvas thinner. Thinning stops short of a full erosion, which would
+    wipe out MNIST's thinnest strokes.
     """
 
     def call(self, images, training=True):
@@ -139,13 +123,8 @@ class StrokeWidth(_RandomLayer):
             return images
         amount = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), -1.0, 1.0, seed=self.seed_generator)
         thick = ops.max_pool(images, 3, 1, padding="same")
-        thicker = ops.max_pool(thick, 3, 1, padding="same")
-        grow = 2.0 * ops.relu(amount)
-        grown = ops.where(
-            grow <= 1.0, images + grow * (thick - images), thick + (grow - 1.0) * (thicker - thick)
-        )
         thin = -ops.max_pool(-images, 3, 1, padding="same")
-        return ops.where(amount >= 0.0, grown, images + 0.6 * ops.relu(-amount) * (thin - images))
+        return images + ops.relu(amount) * (thick - images) + 0.6 * ops.relu(-amount) * (thin - images)
 
 
 class UnevenInk(_RandomLayer):

@@ -154,57 +154,13 @@ def fashion_items_drawn(count: int, seed: int, items: int) -> np.ndarray:
     return _fashion_draw(np.random.default_rng([seed, 1979]), items, count + HELD_OUT_NEGATIVES)
 
 
-def _inked_columns(digit: np.ndarray) -> np.ndarray:
-    columns = np.flatnonzero(digit.max(axis=0) > 0.1)
-    return digit[:, columns[0] : columns[-1] + 1]
-
-
-def touching_pairs(count: int, digits: np.ndarray, seed: int) -> np.ndarray:
-    """``count`` pairs of training digits whose strokes touch or overlap, each read as one mark, as
-    model inputs (count, 28, 28, 1).
-
-    A number reader that segments by recognition (``digits.number_reader``) weighs a touching pair
-    whole against its cuts, so the model must doubt the pair whole (LeCun, Bottou, Bengio and
-    Haffner, 1998, section VI, train the recogniser on such junk). Only whole pairs: pieces of a digit
-    taught the model to doubt real 1s and the clipped digits a right cut leaves (plan R10).
-    ``digits`` are training digits, float (N, 28, 28[, 1]) in [0, 1]; the right one overlaps the left
-    by 0-4 pixels (at most half its width) and sits up to 3 pixels higher or lower."""
-    rng = np.random.default_rng([seed, 1998])
-    digits = digits.reshape(len(digits), 28, 28)
-    out = []
-    while len(out) < count:
-        left, right = (_inked_columns(digits[i]) for i in rng.choice(len(digits), 2, replace=False))
-        # At most half of the left digit's width: a thin 1 is only a few columns wide.
-        step = left.shape[1] - min(int(rng.integers(0, 5)), left.shape[1] // 2)
-        row = np.zeros((34, max(left.shape[1], step + right.shape[1])), dtype=np.float32)
-        row[3:31, : left.shape[1]] = left
-        top = 3 + int(rng.integers(-3, 4))
-        region = row[top : top + 28, step : step + right.shape[1]]
-        np.maximum(region, right, out=region)
-        try:
-            out.append(normalise(1.0 - np.pad(row, 4)))  # dark ink on white paper
-        except ImageError:
-            continue
-    return np.stack(out)[..., np.newaxis].astype(np.float32)
-
-
-def with_negatives(
-    count: int, seed: int, x: np.ndarray, targets: np.ndarray, log=print, pairs: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The training images and one-hot targets with ``count`` non-digits and ``pairs`` touching pairs
-    of the training digits (``touching_pairs``) added, with uniform targets; and the held-out
-    negatives that calibration scores (None when ``count`` is 0)."""
-    added, held_out = [], None
-    if count:
-        log(f"generating {count + HELD_OUT_NEGATIVES:,} non-digit images (outlier exposure)")
-        negatives = training_negatives(count + HELD_OUT_NEGATIVES, seed)
-        added.append(negatives[:count])
-        held_out = negatives[count:]
-    if pairs:
-        log(f"setting {pairs:,} pairs of training digits side by side, touching")
-        added.append(touching_pairs(pairs, x, seed))
-    if not added:
+def with_negatives(count: int, seed: int, x: np.ndarray, targets: np.ndarray, log=print):
+    """The training images and one-hot targets with ``count`` non-digits added (uniform targets), and
+    the held-out negatives that calibration scores (None when ``count`` is 0)."""
+    if not count:
         return x, targets, None
-    used = np.concatenate(added)
+    log(f"generating {count + HELD_OUT_NEGATIVES:,} non-digit images (outlier exposure)")
+    negatives = training_negatives(count + HELD_OUT_NEGATIVES, seed)
+    used, held_out = negatives[:count], negatives[count:]
     uniform = np.full((len(used), targets.shape[1]), 1.0 / targets.shape[1], dtype=np.float32)
     return np.concatenate([x, used]), np.concatenate([targets, uniform]), held_out

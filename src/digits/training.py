@@ -46,9 +46,6 @@ class TrainConfig:
     #: Generated non-digit images added to the training set with uniform targets (outlier exposure,
     #: see digits.negatives), so the model learns to say "not a digit"; 0 adds none.
     negatives: int = 0
-    #: Pairs of training digits that touch, added with uniform targets, so that the number reader's
-    #: model doubts a touching pair read whole (see digits.negatives).
-    touching_pairs: int = 0
 
     def resolved(self) -> TrainConfig:
         """A copy with the model's defaults filled in and every value checked."""
@@ -78,9 +75,8 @@ class TrainConfig:
         if not (math.isfinite(rate) and 0 < rate <= 10):
             raise ValueError(f"learning_rate must be positive, finite and at most 10, got {rate}")
         mnist.check_split(config.val_size, config.split_seed, config.train_size)
-        for name in ("negatives", "touching_pairs"):
-            if not 0 <= getattr(config, name) <= 60000:
-                raise ValueError(f"{name} must be between 0 and 60000, got {getattr(config, name)}")
+        if not 0 <= config.negatives <= 60000:
+            raise ValueError(f"negatives must be between 0 and 60000, got {config.negatives}")
         return config
 
     def run_config(self) -> runs.RunConfig:
@@ -169,7 +165,7 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
 
 
 def _one_hot_targets(config: TrainConfig) -> bool:
-    return bool(MODELS[config.model].label_smoothing or config.negatives or config.touching_pairs)
+    return bool(MODELS[config.model].label_smoothing or config.negatives)
 
 
 def labels_for(config: TrainConfig, y: np.ndarray) -> np.ndarray:
@@ -247,12 +243,7 @@ def _pipelines(config: TrainConfig, data, log):
     """Training and validation tf.data pipelines, and the held-out negatives calibration scores."""
     keras.utils.set_random_seed(config.seed)
     x_train, targets, held_out_negatives = with_negatives(
-        config.negatives,
-        config.seed,
-        data.x_train,
-        labels_for(config, data.y_train),
-        log,
-        pairs=config.touching_pairs,
+        config.negatives, config.seed, data.x_train, labels_for(config, data.y_train), log
     )
     train_ds = make_dataset(
         x_train, targets, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed

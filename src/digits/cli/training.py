@@ -74,7 +74,6 @@ _RUN_SETTINGS = {
     "distribute": "--distribute",
     "ema_momentum": "--ema",
     "negatives": "--negatives",
-    "touching_pairs": "--touching-pairs",
 }
 
 
@@ -123,12 +122,6 @@ def add_train(commands) -> None:
         type=int,
         help="add this many generated non-digit images (Fashion-MNIST training items, letters, marks)"
         " so the model learns to answer 'not a digit' (default: 0)",
-    )
-    train.add_argument(
-        "--touching-pairs",
-        type=int,
-        help="add this many pairs of training digits that touch, so the number reader's model doubts"
-        " a touching pair read as one digit (default: 0)",
     )
     train.add_argument("--out", help="run folder to create (default: runs/MODEL-TIMESTAMP)")
     train.add_argument(
