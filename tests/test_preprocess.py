@@ -324,32 +324,6 @@ def test_touching_digits_are_offered_whole_and_cut_apart():
     assert segment_digits(np.asarray(image))[0].box == touching[0][0].box
 
 
-def test_digits_cut_out_of_touching_pairs_keep_their_own_labels():
-    from digits.preprocess import to_mnist
-    from digits.touching import cut_pieces, right_cut, touching_pair
-
-    # Two "digits": a plus (labelled 1) and a ring (labelled 0).
-    plus, ring = np.zeros((28, 28), np.float32), np.zeros((28, 28), np.float32)
-    plus[4:24, 12:16], plus[12:16, 4:24] = 1.0, 1.0
-    yy, xx = np.mgrid[:28, :28]
-    ring[np.abs(np.hypot(yy - 14, xx - 14) - 8) < 2] = 1.0
-    pieces, labels = cut_pieces(12, np.stack([plus, ring]), np.array([1, 0]), seed=0, log=lambda *_: None)
-    assert pieces.shape == (12, 28, 28, 1) and pieces.dtype == np.float32 and set(labels) == {0, 1}
-    # Each piece, a stub of its neighbour and all, looks like its own digit far more than the other.
-    looks = {label: to_mnist(digit[2:26, 2:26]).ravel() for label, digit in ((1, plus), (0, ring))}
-    for piece, label in zip(pieces[..., 0], labels, strict=True):
-        own, other = (np.corrcoef(piece.ravel(), looks[k])[0, 1] for k in (label, 1 - label))
-        assert own > other + 0.2
-    # Digits that stand apart are two marks, so no pieces come from them.
-    apart = Image.new("L", (400, 200), 255)
-    draw = ImageDraw.Draw(apart)
-    draw.line([(80, 30), (80, 170)], fill=0, width=14)
-    draw.ellipse([(160, 30), (300, 170)], outline=0, width=14)
-    assert right_cut(np.asarray(apart), (0.3, 0.4)) is None
-    gray, join = touching_pair(plus, ring, np.random.default_rng(0))
-    assert 0 < join[0] <= join[1] < 1 and gray.dtype == np.uint8
-
-
 def test_a_number_in_a_marker_offers_each_mark_thinned_for_a_second_look():
     from digits.preprocess import _stroke_width, thin_strokes
 

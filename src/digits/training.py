@@ -24,7 +24,6 @@ from digits.augmentation import augmentation
 from digits.inference import KerasClassifier
 from digits.models import AUGMENTATIONS, MODELS, STRATEGIES, build_model
 from digits.negatives import with_negatives
-from digits.touching import cut_pieces
 
 
 @dataclass
@@ -47,9 +46,6 @@ class TrainConfig:
     #: Generated non-digit images added to the training set with uniform targets (outlier exposure,
     #: see digits.negatives), so the model learns to say "not a digit"; 0 adds none.
     negatives: int = 0
-    #: Digits cut out of touching pairs of training digits as the number reader cuts them (see
-    #: digits.touching), added with their labels, so that the model reads the pieces of a right cut.
-    touching_pieces: int = 0
 
     def resolved(self) -> TrainConfig:
         """A copy with the model's defaults filled in and every value checked."""
@@ -79,9 +75,8 @@ class TrainConfig:
         if not (math.isfinite(rate) and 0 < rate <= 10):
             raise ValueError(f"learning_rate must be positive, finite and at most 10, got {rate}")
         mnist.check_split(config.val_size, config.split_seed, config.train_size)
-        for name in ("negatives", "touching_pieces"):
-            if not 0 <= getattr(config, name) <= 60000:
-                raise ValueError(f"{name} must be between 0 and 60000, got {getattr(config, name)}")
+        if not 0 <= config.negatives <= 60000:
+            raise ValueError(f"negatives must be between 0 and 60000, got {config.negatives}")
         return config
 
     def run_config(self) -> runs.RunConfig:
@@ -247,13 +242,8 @@ def _settings(config: TrainConfig, out: Path, resume: bool) -> TrainConfig:
 def _pipelines(config: TrainConfig, data, log):
     """Training and validation tf.data pipelines, and the held-out negatives calibration scores."""
     keras.utils.set_random_seed(config.seed)
-    x_train, y_train = data.x_train, data.y_train
-    if config.touching_pieces:
-        log(f"cutting {config.touching_pieces:,} digits out of touching pairs of training digits")
-        pieces, labels = cut_pieces(config.touching_pieces, x_train, y_train, config.seed, log)
-        x_train, y_train = np.concatenate([x_train, pieces]), np.concatenate([y_train, labels])
     x_train, targets, held_out_negatives = with_negatives(
-        config.negatives, config.seed, x_train, labels_for(config, y_train), log
+        config.negatives, config.seed, data.x_train, labels_for(config, data.y_train), log
     )
     train_ds = make_dataset(
         x_train, targets, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed

@@ -74,7 +74,6 @@ _RUN_SETTINGS = {
     "distribute": "--distribute",
     "ema_momentum": "--ema",
     "negatives": "--negatives",
-    "touching_pieces": "--touching-pieces",
 }
 
 
@@ -123,12 +122,6 @@ def add_train(commands) -> None:
         type=int,
         help="add this many generated non-digit images (Fashion-MNIST training items, letters, marks)"
         " so the model learns to answer 'not a digit' (default: 0)",
-    )
-    train.add_argument(
-        "--touching-pieces",
-        type=int,
-        help="add this many digits cut out of touching pairs of training digits as the number reader"
-        " cuts them, so the model reads a number's touching digits once cut apart (default: 0)",
     )
     train.add_argument("--out", help="run folder to create (default: runs/MODEL-TIMESTAMP)")
     train.add_argument(
