@@ -38,7 +38,7 @@ def read(classifier, samples: list[sets.Sample]) -> tuple[np.ndarray, np.ndarray
         candidates = segment_number(decode_image(sample.data).gray)  # the server's size limit
         probabilities = predict(candidate_images(candidates))
         candidates, probabilities = look_again(candidates, probabilities, predict, below)
-        answers = [reading(row, reject) for _, row, reject in choose(candidates, probabilities, below)]
+        answers = [reading(row, below) for _, row in choose(candidates, probabilities, below)]
         number, confidence = whole_number(answers)
         products.append(confidence / MARK_SEGMENTED_RIGHT ** len(answers))
         marks.append(len(answers))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
 
 import numpy as np
 
@@ -68,39 +67,22 @@ CUT_WIDTH = 1.2
 CUT_SHARPNESS = 2
 
 
-#: A mark the model refuses, at least this share of the writing's height (the median height of the
-#: marks read as digits) in a number that holds a digit, is read as digits anyway (plan S19 in
-#: docs/experiments.md): one hand's digits differ in height by up to a quarter, while dots, commas
-#: and dashes are far shorter.
-TALL_MARK = 0.75
-
-
-class Chosen(NamedTuple):
-    """One digit of a number as ``choose`` reads it: its crop, the model's probabilities for it, and
-    the threshold under which it is "not a digit" (0 for a piece read as a digit anyway)."""
-
-    crop: DigitCrop
-    probabilities: np.ndarray
-    reject_below: float
-
-
-def choose(marks: list[Mark], probabilities: np.ndarray, reject_below: float = 0.0) -> list[Chosen]:
-    """The digits of the number, left to right: for every mark, the reading whose digits are most
-    likely all right, the product of their confidences (``probabilities`` in the order of
-    ``candidate_images``). A narrow mark (``Mark.narrow``) is cut only if, whole, its confidence is
-    below ``reject_below``: not a digit. A wider mark that is not a digit whole is read cut only
-    where every piece is a digit; else it stays not a digit, and is left out of the number, unless
-    it is as tall as the digits read beside it (``TALL_MARK``): then it is digits the model
-    doubts, read the best way whole or cut, each piece at its own low confidence.
+def choose(
+    marks: list[Mark], probabilities: np.ndarray, reject_below: float = 0.0
+) -> list[tuple[DigitCrop, np.ndarray]]:
+    """The digits of the number, left to right, each with its probabilities: for every mark, the
+    reading whose digits are most likely all right, the product of their confidences
+    (``probabilities`` in the order of ``candidate_images``). A narrow mark (``Mark.narrow``) is
+    cut only if, whole, its confidence is below ``reject_below``: not a digit. A wider mark that is
+    not a digit whole is read cut only where every piece is a digit; else it stays not a digit.
 
     A mean would not charge a reading for its extra digits: a wide 0 cut into two confident halves
     outscored the whole 0. Each added digit is one more chance to be wrong, as in the number's own
     confidence. The model reads the halves of a digit with as much confidence as a whole digit, so
     where the number has other marks to measure the writing by, a mark it reads whole as a digit
     is also weighed by how wide it is for the writing (``cut_chance``)."""
-    start, floor = 0, np.log(max(reject_below, 1e-12))
+    chosen, start, floor = [], 0, np.log(max(reject_below, 1e-12))
     writing = float(np.median([mark.readings[0][0].box[3] for mark in marks])) if marks else 1.0
-    scored_marks, picks = [], []
     for mark in marks:
         readings = []
         for crops in mark.readings:
@@ -108,7 +90,6 @@ def choose(marks: list[Mark], probabilities: np.ndarray, reject_below: float = 0
             start += len(crops)
             score = float(np.sum(np.log(np.clip(rows.max(axis=1), 1e-12, 1.0))))
             readings.append((score, list(zip(crops, rows, strict=True))))
-        scored_marks.append(readings)
         whole_is_digit = readings[0][0] >= floor
         if mark.narrow and whole_is_digit:
             readings = readings[:1]  # read whole as a digit: kept whole
@@ -126,17 +107,7 @@ def choose(marks: list[Mark], probabilities: np.ndarray, reject_below: float = 0
                 for score, digits in readings[1:]
                 if all(row.max() >= reject_below for _, row in digits)
             ]
-        picks.append(max(readings, key=lambda scored: scored[0])[1])
-    # Left out: no piece is a digit. (A narrow mark's cut may leave out a sliver and read the rest.)
-    refused = [all(row.max() < reject_below for _, row in digits) for digits in picks]
-    heights = [mark.readings[0][0].box[3] for mark, no in zip(marks, refused, strict=True) if not no]
-    chosen = []
-    for mark, readings, digits, no in zip(marks, scored_marks, picks, refused, strict=True):
-        if no and heights and mark.readings[0][0].box[3] >= TALL_MARK * float(np.median(heights)):
-            digits = max(readings, key=lambda scored: scored[0])[1]
-            chosen.extend(Chosen(crop, row, 0.0) for crop, row in digits)
-        else:
-            chosen.extend(Chosen(crop, row, reject_below) for crop, row in digits)
+        chosen.extend(max(readings, key=lambda scored: scored[0])[1])
     return chosen
 
 
@@ -176,9 +147,9 @@ def answer(
     """
     chosen = choose(marks, probabilities, reject_below)
     digits = []
-    for crop, row, below in chosen:
+    for crop, row in chosen:
         x, y, w, h = (round(v * scale) for v in crop.box)
-        digits.append({**reading(row, below), "box": {"x": x, "y": y, "width": w, "height": h}})
+        digits.append({**reading(row, reject_below), "box": {"x": x, "y": y, "width": w, "height": h}})
     number, confidence = whole_number(digits)
     confidence = round(confidence, 6)
     body = {
@@ -188,4 +159,4 @@ def answer(
         "low_confidence": confidence < LOW_CONFIDENCE,
         "digits": digits,
     }
-    return body, [piece.crop for piece in chosen]
+    return body, [crop for crop, _ in chosen]
