@@ -27,6 +27,37 @@ PAIR_WIDTH = 56
 NOT_A_PAIR = 100
 #: The share of the generated training marks that are not two digits.
 NOT_A_PAIR_SHARE = 0.25
+#: The pair model's files, in a run folder and beside the served model.
+PAIR_MODEL_KERAS, PAIR_MODEL_ONNX, PAIR_METRICS = "pair_model.keras", "pair_model.onnx", "pair_metrics.json"
+#: Where the package keeps the pair model it reads numbers with.
+SHIPPED = Path(__file__).parent / "default_model"
+
+
+class PairModel:
+    """The pair model's ONNX export run by ONNX Runtime (no TensorFlow), its probabilities
+    calibrated with the temperature fitted in training."""
+
+    def __init__(self, folder: Path = SHIPPED, threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = onnxruntime.InferenceSession(
+            str(folder / PAIR_MODEL_ONNX), options, providers=["CPUExecutionProvider"]
+        )
+        self.temperature = float(json.loads((folder / PAIR_METRICS).read_text())["temperature"])
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (N, 101) of pair-model inputs (N, 28, 56)."""
+        from digits.calibration import scaled
+
+        if not len(images):
+            return np.zeros((0, NOT_A_PAIR + 1), np.float32)
+        x = np.asarray(images, dtype=np.float32)[..., np.newaxis]
+        (raw,) = self.session.run(None, {self.session.get_inputs()[0].name: x})
+        return scaled(raw, self.temperature)
 
 
 def pair_input(strength: np.ndarray) -> np.ndarray:
@@ -61,13 +92,15 @@ def _tight(image: np.ndarray) -> np.ndarray:
     return image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def widened(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A 28x28 image's ink stretched sideways, so that it is as wide as 0.8-1.6 times its height:
-    a wide digit or a wide non-digit, as a number reader offers a pair reading for."""
+def reshaped(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 28x28 image's ink at its own width or, as often, stretched or squeezed sideways to 0.45-1.6
+    times its height: a digit or a non-digit of any shape a number reader offers a pair reading for."""
     from PIL import Image
 
     crop = _tight(image)
-    width = max(crop.shape[1], round(crop.shape[0] * rng.uniform(0.8, 1.6)))
+    if rng.random() < 0.5:
+        return crop
+    width = max(1, round(crop.shape[0] * rng.uniform(0.45, 1.6)))
     return np.asarray(Image.fromarray(crop, "F").resize((width, crop.shape[0]), Image.Resampling.BILINEAR))
 
 
@@ -76,8 +109,9 @@ def examples(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` pair-model inputs (count, 28, 56, 1) and their classes: pairs of the digits ``x``
     (float (N, 28, 28) or (N, 28, 28, 1), ink 1) with labels ``y`` touching, class ``10 * first +
-    second``; and, a ``NOT_A_PAIR_SHARE`` of them, ``NOT_A_PAIR``: a digit widened, three digits
-    touching, or one of ``negatives`` (28x28 non-digits) widened."""
+    second``; and, a ``NOT_A_PAIR_SHARE`` of them, ``NOT_A_PAIR``: half of these one of
+    ``negatives`` (28x28 non-digits), a quarter a digit (both ``reshaped``), a quarter three digits
+    touching."""
     x = x.reshape(len(x), 28, 28)
     images, labels = [], []
     while len(images) < count:
@@ -85,13 +119,13 @@ def examples(
             i, j = rng.integers(len(x), size=2)
             mark, label = touching([x[i], x[j]], rng), 10 * int(y[i]) + int(y[j])
         else:
-            kind = rng.integers(3 if negatives is not None else 2)
-            if kind == 0:
-                mark = widened(x[rng.integers(len(x))], rng)
-            elif kind == 1:
+            kind = rng.random() * (1.0 if negatives is not None else 0.5)
+            if kind < 0.25:
+                mark = reshaped(x[rng.integers(len(x))], rng)
+            elif kind < 0.5:
                 mark = touching([x[k] for k in rng.integers(len(x), size=3)], rng)
             else:
-                mark = widened(negatives[rng.integers(len(negatives))].reshape(28, 28), rng)
+                mark = reshaped(negatives[rng.integers(len(negatives))].reshape(28, 28), rng)
             label = NOT_A_PAIR
         try:
             images.append(pair_input(mark))
@@ -125,7 +159,7 @@ def train(
     out: Path,
     epochs: int = 8,
     per_epoch: int = 50_000,
-    negatives: int = 5_000,
+    negatives: int = 30_000,
     seed: int = 0,
     data_dir=None,
     log=print,
@@ -133,7 +167,7 @@ def train(
     """Train the pair model on pairs of MNIST training digits, fresh ones every epoch, each digit
     first distorted by the "handwriting" augmentation; fit its temperature on pairs of validation
     digits (``calibration.fit_temperature``); write ``pair_model.keras`` and ``pair_metrics.json``
-    to ``out``. Returns the metrics."""
+    to ``out``, and its ONNX export. Returns the metrics."""
     import keras
 
     from digits.augmentation import augmentation
@@ -170,7 +204,8 @@ def train(
             f"epoch {epoch + 1}/{epochs}: loss {h['loss']:.4f}, accuracy {h['accuracy']:.4f},"
             f" validation {h['val_accuracy']:.4f} ({time.perf_counter() - started:.0f} s)"
         )
-    model.save(out / "pair_model.keras")
+    model.save(out / PAIR_MODEL_KERAS)
+    model.export(str(out / PAIR_MODEL_ONNX), format="onnx", verbose=False)
     raw = model.predict(x_val, batch_size=1024, verbose=0)
     temperature = fit_temperature(raw, y_val)
     calibrated = scaled(raw, temperature)
@@ -185,7 +220,7 @@ def train(
         "negatives": negatives,
         "seed": seed,
     }
-    (out / "pair_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / PAIR_METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     log(json.dumps(metrics))
     return metrics
 
