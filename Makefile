@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint lock install install-dev report default-model best-model
+.PHONY: run test lint lock install install-dev report default-model pair-model best-model
 
 # make run needs the package with its training extra; make test also the dev extras (pytest, ruff, ...).
 # Every version, transitive ones included, comes from the lock file (make lock writes it).
@@ -53,6 +53,12 @@ default-model: install
 	$(BIN)/digits export runs/default-model --format onnx
 	cp runs/default-model/model.keras runs/default-model/model.onnx runs/default-model/metrics.json \
 		runs/default-model/config.json runs/default-model/calibration.json src/digits/default_model/
+
+## make pair-model: retrain the model that reads two touching digits of a number whole, shipped beside
+## the served model; its non-digit examples need Fashion-MNIST too; about 35 minutes here.
+pair-model: install
+	$(BIN)/digits train-pairs --out runs/pair-model
+	cp runs/pair-model/pair_model.onnx runs/pair-model/pair_metrics.json src/digits/default_model/
 
 ## make best-model: retrain the best single model kept in models/$(BEST_MODEL) (20-75 minutes, by host)
 # Named once: the folder changes whenever validation picks another run.

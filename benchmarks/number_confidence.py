@@ -20,12 +20,20 @@ from scipy.optimize import minimize_scalar
 from digits import realworld as sets
 from digits.images import decode_image
 from digits.inference import load_classifier, not_a_digit_below, reading, resolve_model_path
-from digits.number_reader import MARK_SEGMENTED_RIGHT, candidate_images, choose, look_again, whole_number
+from digits.number_reader import (
+    MARK_SEGMENTED_RIGHT,
+    candidate_images,
+    choose,
+    look_again,
+    pair_probabilities,
+    whole_number,
+)
+from digits.pairs import PairModel
 from digits.realworld_benchmark import expected_calibration_error
 from digits.segmentation import segment_number
 
 
-def read(classifier, samples: list[sets.Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read(classifier, pair_model, samples: list[sets.Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per number: the product of its digits' confidences (the confidence ``whole_number`` states,
     without the segmentation's share), its count of marks, whether it was read right."""
     below = not_a_digit_below(classifier)
@@ -38,7 +46,8 @@ def read(classifier, samples: list[sets.Sample]) -> tuple[np.ndarray, np.ndarray
         candidates = segment_number(decode_image(sample.data).gray)  # the server's size limit
         probabilities = predict(candidate_images(candidates))
         candidates, probabilities = look_again(candidates, probabilities, predict, below)
-        answers = [reading(row, below) for _, row in choose(candidates, probabilities, below)]
+        pairs = pair_probabilities(candidates, pair_model)
+        answers = [reading(row, below) for _, row in choose(candidates, probabilities, below, pairs)]
         number, confidence = whole_number(answers)
         products.append(confidence / MARK_SEGMENTED_RIGHT ** len(answers))
         marks.append(len(answers))
@@ -59,8 +68,9 @@ def main() -> None:
     digits, labels = (data.x_val[..., 0] * 255).round().astype(np.uint8), data.y_val
     classifier = load_classifier(resolve_model_path(args.model))
     print(f"model: {classifier.name}")
-    fit = read(classifier, sets.numbers(digits, labels, np.random.default_rng(11), args.count))
-    check = read(classifier, sets.numbers(digits, labels, np.random.default_rng(12), args.count))
+    pair_model = PairModel()
+    fit = read(classifier, pair_model, sets.numbers(digits, labels, np.random.default_rng(11), args.count))
+    check = read(classifier, pair_model, sets.numbers(digits, labels, np.random.default_rng(12), args.count))
 
     def loss(chance: float) -> float:
         products, marks, right = fit

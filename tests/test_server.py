@@ -588,6 +588,34 @@ def test_trained_model_reads_user_like_images(trained_client):
     assert correct >= 95
 
 
+def test_trained_model_reads_touching_digits_with_the_pair_model(trained_client, monkeypatch):
+    from digits import data, pairs
+
+    try:
+        (_, _), (x_test, y_test) = data.load_mnist()
+    except data.DataError as exc:
+        pytest.skip(f"MNIST files not available: {exc}")
+    pair_model = trained_client.app.state.reader.pair_model
+    read_by_pair_model = []
+    monkeypatch.setattr(
+        pair_model,
+        "predict_proba",
+        lambda images, real=pair_model.predict_proba: read_by_pair_model.append(len(images)) or real(images),
+    )
+    rng = np.random.default_rng(3)
+    right = 0
+    for i, j in rng.choice(len(x_test), size=(40, 2), replace=False):
+        mark = pairs.touching([x_test[i] / 255.0, x_test[j] / 255.0], rng)
+        ink = np.pad(mark, 12)
+        image = Image.fromarray((255 - ink * 255).astype(np.uint8)).resize(
+            (ink.shape[1] * 4, ink.shape[0] * 4)
+        )
+        body = trained_client.post("/api/predict-number", **upload(png(image))).json()
+        right += body["number"] == f"{y_test[i]}{y_test[j]}"
+    assert right >= 36
+    assert len(read_by_pair_model) >= 30
+
+
 def test_trained_model_reads_a_drawn_seven(trained_client):
     body = trained_client.post("/api/predict", **upload(png(seven()))).json()
     assert body["digit"] == 7 and not body["low_confidence"]

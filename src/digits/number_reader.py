@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from digits.inference import LOW_CONFIDENCE, reading
+from digits.pairs import NOT_A_PAIR, PAIR_WIDTH, pair_input
 from digits.preprocess import thin_strokes
 from digits.segmentation import DigitCrop, Mark
 
@@ -67,8 +68,42 @@ CUT_WIDTH = 1.2
 CUT_SHARPNESS = 2
 
 
+def pair_images(marks: list[Mark]) -> tuple[list[int], np.ndarray]:
+    """The marks a pair reading is offered for (those with a reading cut in two, by their index in
+    ``marks``) and their inputs to the pair model (``digits.pairs``), (N, 28, 56)."""
+    offered = [
+        n
+        for n, mark in enumerate(marks)
+        if mark.strength is not None and any(len(crops) == 2 for crops in mark.readings)
+    ]
+    images = [pair_input(marks[n].strength) for n in offered]
+    return offered, np.stack(images) if images else np.zeros((0, 28, PAIR_WIDTH), dtype=np.float32)
+
+
+def pair_probabilities(marks: list[Mark], pair_model) -> dict[int, np.ndarray]:
+    """For ``choose``: the pair model's calibrated probabilities (``pairs.PairModel``) for each mark
+    a pair reading is offered for, by the mark's index."""
+    offered, images = pair_images(marks)
+    return dict(zip(offered, pair_model.predict_proba(images), strict=True)) if offered else {}
+
+
+def _pair_reading(pair: np.ndarray, cuts: list[tuple[float, list]]) -> tuple[float, list]:
+    """A mark read whole by the pair model (calibrated probabilities ``pair``): the score log P(the
+    pair), each digit with its marginal probabilities, in the boxes of the best of ``cuts`` in two."""
+    joint = pair[:NOT_A_PAIR].reshape(10, 10)
+    first, second = joint.sum(axis=1), joint.sum(axis=0)
+    total = max(float(first.sum()), 1e-12)
+    _, pieces = max((scored for scored in cuts if len(scored[1]) == 2), key=lambda scored: scored[0])
+    rows = (first / total, second / total)
+    score = float(np.log(max(float(joint.max()), 1e-12)))
+    return score, [(crop, row.astype(np.float32)) for (crop, _), row in zip(pieces, rows, strict=True)]
+
+
 def choose(
-    marks: list[Mark], probabilities: np.ndarray, reject_below: float = 0.0
+    marks: list[Mark],
+    probabilities: np.ndarray,
+    reject_below: float = 0.0,
+    pairs: dict[int, np.ndarray] | None = None,
 ) -> list[tuple[DigitCrop, np.ndarray]]:
     """The digits of the number, left to right, each with its probabilities: for every mark, the
     reading whose digits are most likely all right, the product of their confidences
@@ -80,10 +115,18 @@ def choose(
     outscored the whole 0. Each added digit is one more chance to be wrong, as in the number's own
     confidence. The model reads the halves of a digit with as much confidence as a whole digit, so
     where the number has other marks to measure the writing by, a mark it reads whole as a digit
-    is also weighed by how wide it is for the writing (``cut_chance``)."""
+    is also weighed by how wide it is for the writing (``cut_chance``).
+
+    ``pairs`` maps a mark's index to the pair model's calibrated probabilities for it
+    (``pair_images``): its reading whole as two touching digits joins its cuts, scored by the
+    probability of the pair; where the mark whole is not a digit, it stands only if that reaches
+    ``reject_below`` and either a cut of the mark reads as digits or another mark is read whole as
+    a digit."""
     chosen, start, floor = [], 0, np.log(max(reject_below, 1e-12))
     writing = float(np.median([mark.readings[0][0].box[3] for mark in marks])) if marks else 1.0
-    for mark in marks:
+    wholes = np.cumsum([0] + [sum(len(crops) for crops in mark.readings) for mark in marks[:-1]])
+    digits_whole = [bool(probabilities[w].max() >= reject_below) for w in wholes] if marks else []
+    for n, mark in enumerate(marks):
         readings = []
         for crops in mark.readings:
             rows = probabilities[start : start + len(crops)]
@@ -91,22 +134,28 @@ def choose(
             score = float(np.sum(np.log(np.clip(rows.max(axis=1), 1e-12, 1.0))))
             readings.append((score, list(zip(crops, rows, strict=True))))
         whole_is_digit = readings[0][0] >= floor
-        if mark.narrow and whole_is_digit:
-            readings = readings[:1]  # read whole as a digit: kept whole
-        elif whole_is_digit and len(marks) > 1 and len(readings) > 1:
-            cut = cut_chance(mark.readings[0][0].box[2] / writing)
-            readings = [(readings[0][0] + np.log1p(-cut), readings[0][1])] + [
-                (score + np.log(cut), digits) for score, digits in readings[1:]
-            ]
-        elif not whole_is_digit and not mark.narrow:
+        cuts = readings[1:]
+        into_digits = [scored for scored in cuts if all(row.max() >= reject_below for _, row in scored[1])]
+        if not whole_is_digit and not mark.narrow:
             # Touching digits leave a digit in every piece; a letter or an object cut apart would
             # leave its one digit-like piece in the number. (A narrow mark's piece that is not a
             # digit may be a sliver of a marker's 1, which the cut's other piece reads.)
-            readings = readings[:1] + [
-                (score, digits)
-                for score, digits in readings[1:]
-                if all(row.max() >= reject_below for _, row in digits)
-            ]
+            cuts = into_digits
+        if pairs is not None and n in pairs:
+            pair = _pair_reading(pairs[n], readings[1:])
+            # The pair model alone reads a lone object as a pair too readily: a mark refused whole
+            # is read as a pair only where the digit model reads some cut of it as digits, or a
+            # digit beside it (then the image is answered as a number anyway).
+            beside_digits = any(digits_whole[:n] + digits_whole[n + 1 :])
+            if whole_is_digit or (pair[0] >= floor and (into_digits or beside_digits)):
+                cuts = [*cuts, pair]
+        if mark.narrow and whole_is_digit:
+            cuts = []  # read whole as a digit: kept whole
+        elif whole_is_digit and len(marks) > 1 and cuts:
+            cut = cut_chance(mark.readings[0][0].box[2] / writing)
+            readings[0] = (readings[0][0] + np.log1p(-cut), readings[0][1])
+            cuts = [(score + np.log(cut), digits) for score, digits in cuts]
+        readings = readings[:1] + cuts
         chosen.extend(max(readings, key=lambda scored: scored[0])[1])
     return chosen
 
@@ -121,7 +170,7 @@ def cut_chance(ratio: float) -> float:
 #: read as one, nor one digit cut in two), which no digit's confidence sees. Fitted by log loss on
 #: numbers built from MNIST validation digits, for the served model, by
 #: ``python benchmarks/number_confidence.py``.
-MARK_SEGMENTED_RIGHT = 0.989
+MARK_SEGMENTED_RIGHT = 0.991
 
 
 def whole_number(readings: list[dict]) -> tuple[str, float]:
@@ -135,17 +184,21 @@ def whole_number(readings: list[dict]) -> tuple[str, float]:
 
 
 def answer(
-    marks: list[Mark], probabilities: np.ndarray, reject_below: float, scale: float = 1.0
+    marks: list[Mark],
+    probabilities: np.ndarray,
+    reject_below: float,
+    scale: float = 1.0,
+    pairs: dict[int, np.ndarray] | None = None,
 ) -> tuple[dict, list[DigitCrop]]:
     """A written number's answer as JSON values, as ``POST /api/predict-number`` and ``digits predict
     --number`` give it, and the crop each of its digits was read from.
 
     ``probabilities`` are the model's for ``candidate_images(marks)``; ``scale`` turns the marks'
-    boxes into the original image's pixels. The answer: ``number`` (the marks that are digits),
-    ``not_a_number`` (none is), ``confidence`` (``whole_number``), ``low_confidence`` and
-    ``digits``, each mark's reading with its ``box``.
+    boxes into the original image's pixels; ``pairs`` as ``choose`` takes them. The answer:
+    ``number`` (the marks that are digits), ``not_a_number`` (none is), ``confidence``
+    (``whole_number``), ``low_confidence`` and ``digits``, each mark's reading with its ``box``.
     """
-    chosen = choose(marks, probabilities, reject_below)
+    chosen = choose(marks, probabilities, reject_below, pairs)
     digits = []
     for crop, row in chosen:
         x, y, w, h = (round(v * scale) for v in crop.box)

@@ -321,8 +321,11 @@ def cut(
     return strength[tight], original
 
 
-def to_mnist(strength: np.ndarray) -> np.ndarray:
-    """Scale a tight crop's longer side to 20 px and centre its mass in 28x28: MNIST's recipe."""
+def to_mnist(strength: np.ndarray, width: int = 28) -> np.ndarray:
+    """Scale a tight crop's longer side to 20 px and centre its mass in 28x28: MNIST's recipe.
+
+    A ``width`` over 28 gives a wider input for a mark of two digits (``digits.pairs``): the crop
+    is 20 px high, or ``width - 8`` wide where it is wider still, its mass centred in 28 x ``width``."""
     from PIL import Image
 
     reduction = reduction_factor(strength.shape, _FINE_SIDE)
@@ -332,7 +335,7 @@ def to_mnist(strength: np.ndarray) -> np.ndarray:
         image = image.reduce(reduction)
         inked = _block_any(inked, reduction)[: image.size[1], : image.size[0]]
     crop = np.asarray(image, dtype=np.float32)
-    scale = 20.0 / max(crop.shape)
+    scale = min(20.0 / crop.shape[0], (width - 8.0) / crop.shape[1])
     # Thin pen strokes in a big photo, or a mouse's on a big canvas, would shrink to a faint hairline
     # at 20 px, unlike anything in MNIST: thicken them to MNIST's typical width first. (Thinning
     # markers' strokes here, tried too, lost more digits than it saved: see ``thinned``.)
@@ -344,10 +347,11 @@ def to_mnist(strength: np.ndarray) -> np.ndarray:
         thick = ndimage.distance_transform_edt(~np.pad(inked, margin)) <= grow
         crop = np.maximum(crop, thick.astype(np.float32))
         image = Image.fromarray(crop, "F")
-        scale = 20.0 / max(crop.shape)
+        scale = min(20.0 / crop.shape[0], (width - 8.0) / crop.shape[1])
 
+    side = width
     height = min(28, max(1, round(crop.shape[0] * scale)))
-    width = min(28, max(1, round(crop.shape[1] * scale)))
+    width = min(side, max(1, round(crop.shape[1] * scale)))
     resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
     small = np.clip(np.asarray(image.resize((width, height), resample), dtype=np.float32), 0.0, 1.0)
     if small.max() <= 0:
@@ -359,8 +363,8 @@ def to_mnist(strength: np.ndarray) -> np.ndarray:
     centre_x = float(small.sum(axis=0, dtype=np.float64) @ np.arange(width)) / mass
     # MNIST's centres of mass sit at (14, 14) in pixel-index coordinates.
     top = min(max(round(14 - centre_y), 0), 28 - height)
-    left = min(max(round(14 - centre_x), 0), 28 - width)
-    out = np.zeros((28, 28), dtype=np.float32)
+    left = min(max(round(side / 2 - centre_x), 0), side - width)
+    out = np.zeros((28, side), dtype=np.float32)
     out[top : top + height, left : left + width] = small
     # MNIST pixels are bytes; quantising makes the array exactly what a 28x28 8-bit image can show.
     return np.round(out * 255) / np.float32(255)

@@ -1,10 +1,10 @@
 """The ``digits`` command line: one small module of commands per kind of work, one function per command.
 
-``digits.cli.training`` makes and measures models (data, models, train, baselines, ensemble,
-benchmark); ``digits.cli.reading`` uses them (evaluate, calibrate, predict, serve). Every command turns
-expected failures into a one-line ``digits: error: ...`` message, never a traceback, and exits 1 for
-a runtime failure (missing data, bad files, a busy port) or 2 for a usage error (bad flags), as
-argparse does.
+``digits.cli.training`` makes and measures models (data, models, train, train-pairs, baselines,
+ensemble, benchmark); ``digits.cli.reading`` uses them (evaluate, calibrate, predict, serve). Every
+command turns expected failures into a one-line ``digits: error: ...`` message, never a traceback,
+and exits 1 for a runtime failure (missing data, bad files, a busy port) or 2 for a usage error (bad
+flags), as argparse does.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         training.add_data,
         training.add_models,
         training.add_train,
+        training.add_train_pairs,
         reading.add_evaluate,
         reading.add_calibrate,
         reading.add_export,

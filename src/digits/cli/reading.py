@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -166,7 +167,12 @@ def cmd_predict(args) -> int:
     def predict(images: np.ndarray) -> np.ndarray:
         return classifier.predict_proba(images[..., np.newaxis])
 
-    read, in_words = (_read_number, _number_in_words) if args.number else (_read_digit, _digit_in_words)
+    if args.number:
+        from digits.pairs import PairModel
+
+        read, in_words = functools.partial(_read_number, pair_model=PairModel()), _number_in_words
+    else:
+        read, in_words = _read_digit, _digit_in_words
     failed = 0
     for file in images:
         try:
@@ -197,7 +203,7 @@ def _digit_in_words(answer: dict) -> str:
     return f"{answer['digit']} (confidence {answer['confidence']:.1%}{doubt})"
 
 
-def _read_number(file: str, predict, below: float) -> dict:
+def _read_number(file: str, predict, below: float, pair_model) -> dict:
     """One image file's number, as ``POST /api/predict-number`` reads it (without the pixels)."""
     from digits import number_reader
     from digits.images import ImageError
@@ -214,7 +220,8 @@ def _read_number(file: str, predict, below: float) -> dict:
         raise
     probabilities = predict(number_reader.candidate_images(marks))
     marks, probabilities = number_reader.look_again(marks, probabilities, predict, below)
-    return number_reader.answer(marks, probabilities, below, image.scale)[0]
+    pairs = number_reader.pair_probabilities(marks, pair_model)
+    return number_reader.answer(marks, probabilities, below, image.scale, pairs)[0]
 
 
 def _number_in_words(answer: dict) -> str:

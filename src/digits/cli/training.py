@@ -1,4 +1,5 @@
-"""Commands that make and measure models: data, models, train, baselines, ensemble, benchmark."""
+"""Commands that make and measure models: data, models, train, train-pairs, baselines, ensemble,
+benchmark."""
 
 from __future__ import annotations
 
@@ -188,6 +189,40 @@ def cmd_train(args) -> int:
         f"train accuracy {metrics.train_accuracy:.4%}  test accuracy {metrics.test_accuracy:.4%}"
         f"  test R-squared {metrics.test_r2:.4f}  ({metrics.train_seconds:.0f} s of training)"
     )
+    print(f"saved to {out}/")
+    return 0
+
+
+def add_train_pairs(commands) -> None:
+    """``digits train-pairs``."""
+    pairs = commands.add_parser(
+        "train-pairs", help="train the model that reads two touching digits of a number whole"
+    )
+    pairs.add_argument("--out", default="runs/pair-model", help="folder to write (default: runs/pair-model)")
+    pairs.add_argument("--epochs", type=int, default=8, help="epochs, each on fresh marks (default: 8)")
+    pairs.add_argument("--per-epoch", type=int, default=50_000, help="marks made per epoch (default: 50000)")
+    pairs.add_argument(
+        "--negatives", type=int, default=5_000, help="generated non-digits to train on (default: 5000)"
+    )
+    pairs.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_data_dir_argument(pairs)
+    pairs.set_defaults(func=cmd_train_pairs)
+
+
+def cmd_train_pairs(args) -> int:
+    """``digits train-pairs``: train the pair model (``digits.pairs``) into a new folder."""
+    from digits import pairs, runs
+    from digits.data import check_seed
+
+    for flag, value, least in (("--epochs", args.epochs, 1), ("--per-epoch", args.per_epoch, 128)):
+        if value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}")
+    if args.negatives < 1:
+        raise ValueError(f"--negatives must be at least 1, got {args.negatives}")
+    check_seed("--seed", args.seed)
+    out = Path(args.out)
+    runs.check_new_folder(out)
+    pairs.train(out, args.epochs, args.per_epoch, args.negatives, args.seed, args.data_dir)
     print(f"saved to {out}/")
     return 0
 

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from digits import runs
 from digits.images import MAX_PIXELS
 from digits.inference import LOW_CONFIDENCE, load_classifier, not_a_digit_below, resolve_model_path
+from digits.pairs import PairModel
 from digits.server.answers import ApiError
 from digits.server.batching import BatchingPredictor
 from digits.server.metrics import Metrics, MetricsMiddleware
@@ -28,7 +29,8 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
 @dataclass
 class Reader:
-    """What every route needs: the model, its batching predictor, the upload decoder, its description."""
+    """What every route needs: the model, its batching predictor, the upload decoder, its description,
+    and the model of touching pairs the number reader also reads with."""
 
     classifier: object
     predictor: BatchingPredictor
@@ -37,6 +39,7 @@ class Reader:
     reject_below: float
     started: float
     metrics: Metrics
+    pair_model: PairModel
 
 
 def model_info(classifier) -> dict:
@@ -109,6 +112,7 @@ def create_app(
         not_a_digit_below(classifier),
         time.monotonic(),
         Metrics(classifier.name, workers_replaced),
+        PairModel(threads=threads),
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(ApiError, _api_error)

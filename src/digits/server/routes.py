@@ -131,7 +131,8 @@ async def predict(request: Request):
 )
 async def predict_number(request: Request):
     """Read a number written left to right: each mark (or each part of a wide mark where
-    neighbours touch) is classified as one digit.
+    neighbours touch) is classified as one digit, and a wide mark may be read whole as two touching
+    digits.
 
     Returns ``number`` (a string of the marks that are digits), ``not_a_number`` (no mark is a
     digit), ``confidence`` (the chance that the whole number is right: every mark segmented right
@@ -149,7 +150,8 @@ async def predict_number(request: Request):
     candidates, rows = await anyio.to_thread.run_sync(
         number_reader.look_again, candidates, rows, reader.predictor.predict_now, reader.reject_below
     )
-    number, crops = number_reader.answer(candidates, rows, reader.reject_below, image.scale)
+    pairs = number_reader.pair_probabilities(candidates, reader.pair_model)
+    number, crops = number_reader.answer(candidates, rows, reader.reject_below, image.scale, pairs)
     for mark, crop in zip(number["digits"], crops, strict=True):
         reader.metrics.count_answer(mark)
         mark["processed"] = _pixels(crop.image)
