@@ -27,6 +27,25 @@ def mnist_dir() -> Path:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="module")
+def mnist_test():
+    """The MNIST test images (uint8) and labels, when the data files are available."""
+    try:
+        (_, _), test = data.load_mnist()
+    except data.DataError as exc:
+        pytest.skip(f"MNIST files not available: {exc}")
+    return test
+
+
+def digit_rows(confidences: list[tuple[int, float]]) -> np.ndarray:
+    """Probability rows, one per (digit, confidence): the rest spread evenly over the other digits."""
+    rows = np.full((len(confidences), 10), 0.0)
+    for row, (digit, p) in zip(rows, confidences, strict=True):
+        row[:] = (1 - p) / 9
+        row[digit] = p
+    return rows
+
+
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None, extra: bytes = b"") -> Path:
     """Write a gzipped IDX file of unsigned bytes (with an optional wrong magic or trailing bytes)."""
     magic = (0x0800 | array.ndim) if magic is None else magic

@@ -6,22 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import digit_rows
 
 from digits import pairs
 from digits.number_reader import choose
 from digits.segmentation import DigitCrop, Mark
-
-
-@pytest.fixture(scope="module")
-def mnist_test():
-    """The MNIST test images (uint8) and labels, when the data files are available."""
-    from digits import data
-
-    try:
-        (_, _), test = data.load_mnist()
-    except data.DataError as exc:
-        pytest.skip(f"MNIST files not available: {exc}")
-    return test
 
 
 def block(height: int, width: int) -> np.ndarray:
@@ -80,14 +69,6 @@ def test_the_shipped_pair_model_reads_touching_test_digits(mnist_test):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     right = probabilities.argmax(axis=1) == 10 * y_test[picks[:, 0]] + y_test[picks[:, 1]]
     assert right.mean() >= 0.9
-
-
-def digit_rows(confidences: list[tuple[int, float]]) -> np.ndarray:
-    rows = np.full((len(confidences), 10), 0.0)
-    for row, (digit, p) in zip(rows, confidences, strict=True):
-        row[:] = (1 - p) / 9
-        row[digit] = p
-    return rows
 
 
 def pair_row(first: int, second: int, p: float) -> np.ndarray:

@@ -20,18 +20,6 @@ from digits.preprocess import load_image, normalise
 from digits.segmentation import segment_digits, segment_number
 
 
-@pytest.fixture(scope="module")
-def mnist_test():
-    """The MNIST test images and labels, when the data files are available."""
-    from digits import data
-
-    try:
-        (_, _), test = data.load_mnist()
-    except data.DataError as exc:
-        pytest.skip(f"MNIST files not available: {exc}")
-    return test
-
-
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     out = io.BytesIO()
     image.save(out, fmt, **options)

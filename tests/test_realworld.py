@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import spiral
+from conftest import digit_rows, spiral
 from PIL import Image
 
 from digits import DigitsError, data
@@ -268,15 +268,6 @@ def test_a_refused_digit_gets_a_second_look_only_if_thinned_it_is_a_digit():
     # Refused, and thinned a digit: that reading, and the input the model saw.
     answer, image = second_look(refused, lambda: thin, predict(0.9), 0.5)
     assert answer == read and image is thin
-
-
-def digit_rows(confidences: list[tuple[int, float]]) -> np.ndarray:
-    """Probability rows, one per (digit, confidence): the rest spread evenly over the other digits."""
-    rows = np.full((len(confidences), 10), 0.0)
-    for row, (digit, p) in zip(rows, confidences, strict=True):
-        row[:] = (1 - p) / 9
-        row[digit] = p
-    return rows
 
 
 def crop(value: float, width: int = 1, height: int = 1):

@@ -106,18 +106,24 @@ def deep_cnn():
     128C4, each stage followed by 40% dropout; about nine times fast-cnn's arithmetic per image.
     """
     import keras
-    from keras import layers
 
     inputs = keras.Input(shape=(28, 28, 1))
+    return keras.Model(inputs, _classifier_head(deep_cnn_features(inputs)), name="deep_cnn")
+
+
+def deep_cnn_features(inputs):
+    """deep-cnn's convolutions and dropout over ``inputs`` 28 px high (of any width), flattened: what
+    its classifier reads. The pair model (``digits.pairs``) reads a 28x56 input through them too."""
+    from keras import layers
+
     x = inputs
     for filters in (32, 64):
         x = _conv_bn_relu(x, filters, padding="valid")
         x = _conv_bn_relu(x, filters, padding="valid")
         x = _conv_bn_relu(x, filters, kernel=5, strides=2)
         x = layers.Dropout(0.4)(x)
-    x = _conv_bn_relu(x, 128, kernel=4, padding="valid")  # 4x4 -> 1x1
-    x = layers.Dropout(0.4)(layers.Flatten()(x))
-    return keras.Model(inputs, _classifier_head(x), name="deep_cnn")
+    x = _conv_bn_relu(x, 128, kernel=4, padding="valid")  # 4 rows -> 1 (28x28: 4x4 -> 1x1)
+    return layers.Dropout(0.4)(layers.Flatten()(x))
 
 
 def m5():

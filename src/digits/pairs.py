@@ -137,17 +137,10 @@ def pair_cnn():
     import keras
     from keras import layers
 
-    from digits.models import _conv_bn_relu
+    from digits.models import deep_cnn_features
 
     inputs = keras.Input(shape=(28, PAIR_WIDTH, 1))
-    x = inputs
-    for filters in (32, 64):
-        x = _conv_bn_relu(x, filters, padding="valid")
-        x = _conv_bn_relu(x, filters, padding="valid")
-        x = _conv_bn_relu(x, filters, kernel=5, strides=2)
-        x = layers.Dropout(0.4)(x)
-    x = _conv_bn_relu(x, 128, kernel=4, padding="valid")  # 4x11 -> 1x8
-    x = layers.Dropout(0.4)(layers.Flatten()(x))
+    x = deep_cnn_features(inputs)  # 28x56 -> 1x8 positions of 128 features
     outputs = layers.Dense(NOT_A_PAIR + 1, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="pair_cnn")
 
