@@ -55,7 +55,7 @@ default-model: install
 		runs/default-model/config.json runs/default-model/calibration.json src/digits/default_model/
 
 ## make pair-model: retrain the model that reads two touching digits of a number whole, shipped beside
-## the served model; its non-digit examples need Fashion-MNIST too; about 35 minutes here.
+## the served model; its non-digit examples need Fashion-MNIST too; 20-30 minutes here.
 pair-model: install
 	$(BIN)/digits train-pairs --out runs/pair-model
 	cp runs/pair-model/pair_model.onnx runs/pair-model/pair_metrics.json src/digits/default_model/

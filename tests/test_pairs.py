@@ -71,6 +71,15 @@ def test_the_shipped_pair_model_reads_touching_test_digits(mnist_test):
     assert right.mean() >= 0.9
 
 
+def test_a_damaged_pair_model_file_is_refused_in_one_line(tmp_path):
+    from digits.inference import ModelError
+
+    (tmp_path / pairs.PAIR_MODEL_ONNX).write_bytes(b"not a model")
+    (tmp_path / pairs.PAIR_METRICS).write_text('{"temperature": 1.0}')
+    with pytest.raises(ModelError, match="not a readable model file"):
+        pairs.PairModel(tmp_path)
+
+
 def pair_row(first: int, second: int, p: float) -> np.ndarray:
     row = np.full(pairs.NOT_A_PAIR + 1, (1 - p) / pairs.NOT_A_PAIR)
     row[10 * first + second] = p

@@ -110,6 +110,21 @@ def _shape(shape) -> str:
     return "(" + ", ".join(str(d) if isinstance(d, int) else "N" for d in shape) + ")"
 
 
+def onnx_session(path: Path, threads: int | None = None):
+    """An ONNX Runtime session on the CPU for the model file ``path``, with ``threads`` compute
+    threads (default: ONNX Runtime's own); a damaged file is refused in one line (``ModelError``)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initialisers say nothing to a user
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return _load(
+        path, lambda p: onnxruntime.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+    )
+
+
 class OnnxClassifier:
     """An exported ONNX model (``digits export``) run by ONNX Runtime, without TensorFlow.
 
@@ -118,18 +133,8 @@ class OnnxClassifier:
     """
 
     def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # warnings about unused initialisers say nothing to a user
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
         self.path = path
-        self.session = _load(
-            path,
-            lambda p: onnxruntime.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]),
-        )
+        self.session = onnx_session(path, threads)
         (model_input,), outputs = self.session.get_inputs(), self.session.get_outputs()
         check_shapes(path, model_input.shape, outputs[0].shape)
         self._input = model_input.name

@@ -38,15 +38,9 @@ class PairModel:
     calibrated with the temperature fitted in training."""
 
     def __init__(self, folder: Path = SHIPPED, threads: int | None = None):
-        import onnxruntime
+        from digits.inference import onnx_session
 
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = onnxruntime.InferenceSession(
-            str(folder / PAIR_MODEL_ONNX), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = onnx_session(folder / PAIR_MODEL_ONNX, threads)
         self.temperature = float(json.loads((folder / PAIR_METRICS).read_text())["temperature"])
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:

@@ -349,23 +349,24 @@ def to_mnist(strength: np.ndarray, width: int = 28) -> np.ndarray:
         image = Image.fromarray(crop, "F")
         scale = min(20.0 / crop.shape[0], (width - 8.0) / crop.shape[1])
 
-    side = width
-    height = min(28, max(1, round(crop.shape[0] * scale)))
-    width = min(side, max(1, round(crop.shape[1] * scale)))
+    small_height = min(28, max(1, round(crop.shape[0] * scale)))
+    small_width = min(width, max(1, round(crop.shape[1] * scale)))
     resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
-    small = np.clip(np.asarray(image.resize((width, height), resample), dtype=np.float32), 0.0, 1.0)
+    small = np.clip(
+        np.asarray(image.resize((small_width, small_height), resample), dtype=np.float32), 0.0, 1.0
+    )
     if small.max() <= 0:
         raise NoDigitError()
     small /= small.max()
 
     mass = small.sum(dtype=np.float64)
-    centre_y = float(small.sum(axis=1, dtype=np.float64) @ np.arange(height)) / mass
-    centre_x = float(small.sum(axis=0, dtype=np.float64) @ np.arange(width)) / mass
+    centre_y = float(small.sum(axis=1, dtype=np.float64) @ np.arange(small_height)) / mass
+    centre_x = float(small.sum(axis=0, dtype=np.float64) @ np.arange(small_width)) / mass
     # MNIST's centres of mass sit at (14, 14) in pixel-index coordinates.
-    top = min(max(round(14 - centre_y), 0), 28 - height)
-    left = min(max(round(side / 2 - centre_x), 0), side - width)
-    out = np.zeros((28, side), dtype=np.float32)
-    out[top : top + height, left : left + width] = small
+    top = min(max(round(14 - centre_y), 0), 28 - small_height)
+    left = min(max(round(width / 2 - centre_x), 0), width - small_width)
+    out = np.zeros((28, width), dtype=np.float32)
+    out[top : top + small_height, left : left + small_width] = small
     # MNIST pixels are bytes; quantising makes the array exactly what a 28x28 8-bit image can show.
     return np.round(out * 255) / np.float32(255)
 

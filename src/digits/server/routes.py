@@ -150,7 +150,7 @@ async def predict_number(request: Request):
     candidates, rows = await anyio.to_thread.run_sync(
         number_reader.look_again, candidates, rows, reader.predictor.predict_now, reader.reject_below
     )
-    pairs = number_reader.pair_probabilities(candidates, reader.pair_model)
+    pairs = await anyio.to_thread.run_sync(number_reader.pair_probabilities, candidates, reader.pair_model)
     number, crops = number_reader.answer(candidates, rows, reader.reject_below, image.scale, pairs)
     for mark, crop in zip(number["digits"], crops, strict=True):
         reader.metrics.count_answer(mark)
