@@ -105,6 +105,37 @@ def test_a_pair_reading_stands_where_it_is_surer_than_the_mark_and_its_cuts():
     assert [c for c, _ in choose(marks, rows, 0.6, {0: pair_row(4, 7, 0.9)})] == [whole]
 
 
+def boxed(value: float, width: int, height: int = 20) -> DigitCrop:
+    return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, width, height))
+
+
+def test_the_pair_reading_is_weighed_by_the_marks_width_for_the_writing():
+    from digits.number_reader import answer
+
+    three = Mark([[boxed(0.4, 12)]])
+    # A mark 0.9 of the writing's height wide, read whole as 4 at 80%, cut as 4 and 1 at 80% and 70%.
+    mark = Mark([[boxed(0.1, 18)], [boxed(0.2, 12), boxed(0.3, 6)]])
+    rows = np.vstack([digit_rows([(3, 0.95)]), digit_rows([(4, 0.8), (4, 0.8), (1, 0.7)])])
+    # The pair model sure of "41": at that width, a pair is as likely as one digit.
+    assert answer([three, mark], rows, 0.3, pairs={1: pair_row(4, 1, 0.99)})[0]["number"] == "341"
+    # Less sure, the digit read whole stands.
+    assert answer([three, mark], rows, 0.3, pairs={1: pair_row(4, 1, 0.5)})[0]["number"] == "34"
+    # Narrower for the writing, the mark stays one digit however sure the pair model is.
+    slim = Mark([[boxed(0.1, 16)], [boxed(0.2, 11), boxed(0.3, 5)]])
+    assert answer([three, slim], rows, 0.3, pairs={1: pair_row(4, 1, 0.99)})[0]["number"] == "34"
+
+
+def test_a_narrow_mark_beside_digits_may_be_a_pair_but_is_never_cut():
+    from digits.number_reader import answer
+
+    three = Mark([[boxed(0.4, 12)]])
+    # Narrow (0.7 of its height), read whole as 9 at 40%; its cut reads 9 and 1 surely.
+    narrow = Mark([[boxed(0.1, 14)], [boxed(0.2, 9), boxed(0.3, 5)]], narrow=True)
+    rows = np.vstack([digit_rows([(3, 0.95)]), digit_rows([(9, 0.4), (9, 0.99), (1, 0.99)])])
+    assert answer([three, narrow], rows, 0.3)[0]["number"] == "39"
+    assert answer([three, narrow], rows, 0.3, pairs={1: pair_row(9, 1, 0.99)})[0]["number"] == "391"
+
+
 def test_a_refused_mark_is_a_pair_only_where_the_digit_model_vouches_for_digits():
     from digits.number_reader import answer
 

@@ -66,6 +66,12 @@ def look_again(
 #: (plan S8 in docs/experiments.md).
 CUT_WIDTH = 1.2
 CUT_SHARPNESS = 2
+#: The same prior's half-way width for a mark read whole as two touching digits by the pair model,
+#: which tells a pair from one wide digit better than the digit model tells a half from a digit,
+#: and whether a narrow mark (``Mark.narrow``) read whole as a digit is offered that reading (a 1
+#: touching its neighbour). Chosen on numbers of MNIST validation digits (plan W8).
+PAIR_CUT_WIDTH = 0.8
+NARROW_PAIRS = True
 
 
 def pair_images(marks: list[Mark]) -> tuple[list[int], np.ndarray]:
@@ -119,9 +125,10 @@ def choose(
 
     ``pairs`` maps a mark's index to the pair model's calibrated probabilities for it
     (``pair_images``): its reading whole as two touching digits joins its cuts, scored by the
-    probability of the pair; where the mark whole is not a digit, it stands only if that reaches
-    ``reject_below`` and either a cut of the mark reads as digits or another mark is read whole as
-    a digit."""
+    probability of the pair, weighed by width with its own prior (``PAIR_CUT_WIDTH``), and offered
+    also for a narrow mark read whole as a digit beside other marks (``NARROW_PAIRS``); where the
+    mark whole is not a digit, it stands only if that reaches ``reject_below`` and either a cut of
+    the mark reads as digits or another mark is read whole as a digit."""
     chosen, start, floor = [], 0, np.log(max(reject_below, 1e-12))
     writing = float(np.median([mark.readings[0][0].box[3] for mark in marks])) if marks else 1.0
     wholes = np.cumsum([0] + [sum(len(crops) for crops in mark.readings) for mark in marks[:-1]])
@@ -141,36 +148,42 @@ def choose(
             # leave its one digit-like piece in the number. (A narrow mark's piece that is not a
             # digit may be a sliver of a marker's 1, which the cut's other piece reads.)
             cuts = into_digits
+        pair = None
         if pairs is not None and n in pairs:
-            pair = _pair_reading(pairs[n], readings[1:])
+            offered = _pair_reading(pairs[n], readings[1:])
             # The pair model alone reads a lone object as a pair too readily: a mark refused whole
             # is read as a pair only where the digit model reads some cut of it as digits, or a
             # digit beside it (then the image is answered as a number anyway).
             beside_digits = any(digits_whole[:n] + digits_whole[n + 1 :])
-            if whole_is_digit or (pair[0] >= floor and (into_digits or beside_digits)):
-                cuts = [*cuts, pair]
+            if whole_is_digit or (offered[0] >= floor and (into_digits or beside_digits)):
+                pair = offered
         if mark.narrow and whole_is_digit:
-            cuts = []  # read whole as a digit: kept whole
-        elif whole_is_digit and len(marks) > 1 and cuts:
-            cut = cut_chance(mark.readings[0][0].box[2] / writing)
+            cuts = []  # read whole as a digit: never cut
+            if not (NARROW_PAIRS and len(marks) > 1):
+                pair = None
+        if whole_is_digit and len(marks) > 1 and (cuts or pair):
+            ratio = mark.readings[0][0].box[2] / writing
+            cut = cut_chance(ratio)
             readings[0] = (readings[0][0] + np.log1p(-cut), readings[0][1])
             cuts = [(score + np.log(cut), digits) for score, digits in cuts]
-        readings = readings[:1] + cuts
+            if pair is not None:
+                pair = (pair[0] + np.log(cut_chance(ratio, PAIR_CUT_WIDTH)), pair[1])
+        readings = readings[:1] + cuts + ([pair] if pair is not None else [])
         chosen.extend(max(readings, key=lambda scored: scored[0])[1])
     return chosen
 
 
-def cut_chance(ratio: float) -> float:
+def cut_chance(ratio: float, half_way: float = CUT_WIDTH) -> float:
     """The prior chance that a mark ``ratio`` times as wide as the writing is high holds touching
-    digits: a half at ``CUT_WIDTH``, less for narrower marks, more for wider ones."""
-    return float(np.clip(1.0 / (1.0 + (CUT_WIDTH / max(ratio, 1e-6)) ** CUT_SHARPNESS), 1e-9, 1 - 1e-9))
+    digits: a half at ``half_way``, less for narrower marks, more for wider ones."""
+    return float(np.clip(1.0 / (1.0 + (half_way / max(ratio, 1e-6)) ** CUT_SHARPNESS), 1e-9, 1 - 1e-9))
 
 
 #: The chance that one mark of a number was segmented right (one digit: not two touching digits
 #: read as one, nor one digit cut in two), which no digit's confidence sees. Fitted by log loss on
 #: numbers built from MNIST validation digits, for the served model, by
 #: ``python benchmarks/number_confidence.py``.
-MARK_SEGMENTED_RIGHT = 0.991
+MARK_SEGMENTED_RIGHT = 0.993
 
 
 def whole_number(readings: list[dict]) -> tuple[str, float]:
