@@ -149,7 +149,7 @@ def test_a_refused_mark_is_a_pair_only_where_the_digit_model_vouches_for_digits(
     rows = np.vstack([digit_rows([(3, 0.95)]), refused])
     assert answer(marks, rows, 0.6, pairs={1: pair_row(4, 7, 0.9)})[0]["number"] == "347"
     assert answer(marks, rows, 0.6, pairs={1: pair_row(4, 7, 0.5)})[0]["number"] == "3"
-    # A narrow mark read whole as a digit is kept whole, whatever the pair model says.
+    # Alone, a narrow mark read whole as a digit is kept whole, whatever the pair model says.
     narrow = [Mark([[whole], [left, right]], narrow=True)]
     rows = digit_rows([(1, 0.9), (4, 0.3), (1, 0.3)])
     assert answer(narrow, rows, 0.6, pairs={0: pair_row(4, 7, 0.99)})[0]["number"] == "1"
