@@ -26,6 +26,7 @@ from digits.number_reader import (
     choose,
     look_again,
     pair_probabilities,
+    triple_probabilities,
     whole_number,
 )
 from digits.pairs import PairModel
@@ -47,7 +48,9 @@ def read(classifier, pair_model, samples: list[sets.Sample]) -> tuple[np.ndarray
         probabilities = predict(candidate_images(candidates))
         candidates, probabilities = look_again(candidates, probabilities, predict, below)
         pairs = pair_probabilities(candidates, pair_model)
-        answers = [reading(row, below) for _, row in choose(candidates, probabilities, below, pairs)]
+        triples = triple_probabilities(candidates, probabilities, below, pair_model)
+        chosen = choose(candidates, probabilities, below, pairs, triples)
+        answers = [reading(row, below) for _, row in chosen]
         number, confidence = whole_number(answers)
         products.append(confidence / MARK_SEGMENTED_RIGHT ** len(answers))
         marks.append(len(answers))

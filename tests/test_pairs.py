@@ -155,6 +155,29 @@ def test_a_refused_mark_is_a_pair_only_where_the_digit_model_vouches_for_digits(
     assert answer(narrow, rows, 0.6, pairs={0: pair_row(4, 7, 0.99)})[0]["number"] == "1"
 
 
+def test_a_refused_mark_of_three_is_read_as_a_digit_beside_a_pair():
+    from digits.number_reader import answer
+
+    three = Mark([[boxed(0.4, 12)]])
+    # Refused whole; cut in two, the left piece reads 7 and the right piece is no one digit.
+    mark = Mark([[boxed(0.1, 36)], [boxed(0.2, 12), boxed(0.3, 24)], [boxed(0.5, 12)] * 3])
+    rows = np.vstack(
+        [digit_rows([(3, 0.95)]), digit_rows([(8, 0.1), (7, 0.9), (4, 0.2), (7, 0.3), (4, 0.3), (2, 0.3)])]
+    )
+    not_a_pair = np.eye(pairs.NOT_A_PAIR + 1)[pairs.NOT_A_PAIR]
+    triples = {1: {1: (not_a_pair, pair_row(4, 2, 0.95))}}
+    body = answer([three, mark], rows, 0.6, triples=triples)[0]
+    assert body["number"] == "3742"
+    assert [d["box"]["x"] for d in body["digits"]] == [0, 0, 0, 12]  # the pair's piece cut in half
+    # The pair model unsure of the piece: the mark is left out.
+    assert (
+        answer([three, mark], rows, 0.6, triples={1: {1: (not_a_pair, pair_row(4, 2, 0.5))}})[0]["number"]
+        == "3"
+    )
+    # Alone, a refused mark stays "not a number".
+    assert answer([mark], rows[1:], 0.6, triples={0: triples[1]})[0]["not_a_number"]
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

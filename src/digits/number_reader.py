@@ -93,16 +93,71 @@ def pair_probabilities(marks: list[Mark], pair_model) -> dict[int, np.ndarray]:
     return dict(zip(offered, pair_model.predict_proba(images), strict=True)) if offered else {}
 
 
-def _pair_reading(pair: np.ndarray, cuts: list[tuple[float, list]]) -> tuple[float, list]:
-    """A mark read whole by the pair model (calibrated probabilities ``pair``): the score log P(the
-    pair), each digit with its marginal probabilities, in the boxes of the best of ``cuts`` in two."""
+def triple_probabilities(
+    marks: list[Mark], probabilities: np.ndarray, reject_below: float, pair_model
+) -> dict[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """For ``choose``: where a mark the digit model refuses whole may hold three touching digits
+    (it has a reading cut in three), the pair model's calibrated probabilities for each piece of
+    each of its cuts in two, by the mark's index and the cut's index in ``Mark.readings``: a digit
+    beside a pair is a digit on one side of the cut and a pair on the other."""
+    wholes = np.cumsum([0] + [sum(len(crops) for crops in mark.readings) for mark in marks[:-1]])
+    where, images = [], []
+    for n, mark in enumerate(marks):
+        if probabilities[wholes[n]].max() >= reject_below or not any(len(c) >= 3 for c in mark.readings):
+            continue
+        for k, crops in enumerate(mark.readings):
+            if len(crops) == 2 and all(crop.strength is not None for crop in crops):
+                where.append((n, k))
+                images.extend(pair_input(crop.strength) for crop in crops)
+    if not where:
+        return {}
+    rows = pair_model.predict_proba(np.stack(images))
+    triples: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    for i, (n, k) in enumerate(where):
+        triples.setdefault(n, {})[k] = (rows[2 * i], rows[2 * i + 1])
+    return triples
+
+
+def _pair_digits(pair: np.ndarray, crops: tuple[DigitCrop, DigitCrop]) -> tuple[float, list]:
+    """Two digits read by the pair model (calibrated probabilities ``pair``): the score log P(the
+    pair), and each digit with its marginal probabilities, in ``crops``."""
     joint = pair[:NOT_A_PAIR].reshape(10, 10)
     first, second = joint.sum(axis=1), joint.sum(axis=0)
     total = max(float(first.sum()), 1e-12)
-    _, pieces = max((scored for scored in cuts if len(scored[1]) == 2), key=lambda scored: scored[0])
     rows = (first / total, second / total)
     score = float(np.log(max(float(joint.max()), 1e-12)))
-    return score, [(crop, row.astype(np.float32)) for (crop, _), row in zip(pieces, rows, strict=True)]
+    return score, [(crop, row.astype(np.float32)) for crop, row in zip(crops, rows, strict=True)]
+
+
+def _halves(crop: DigitCrop) -> tuple[DigitCrop, DigitCrop]:
+    """A piece holding two digits, as two crops: its image, and each half of its box."""
+    x, y, w, h = crop.box
+    return DigitCrop(crop.image, (x, y, w // 2, h)), DigitCrop(crop.image, (x + w // 2, y, w - w // 2, h))
+
+
+def _triple_readings(cuts: dict[int, tuple[np.ndarray, np.ndarray]], readings: list, floor: float) -> list:
+    """A mark's readings as a digit beside a pair (``triple_probabilities``), for each of its cuts in
+    two and each side: those whose digit and pair both reach ``floor`` (a log confidence)."""
+    out = []
+    for k, (left_pair, right_pair) in cuts.items():
+        (left, left_row), (right, right_row) = readings[k][1]
+        for digit, row, piece, pair in (
+            (left, left_row, right, right_pair),
+            (right, right_row, left, left_pair),
+        ):
+            digit_score = float(np.log(max(float(row.max()), 1e-12)))
+            pair_score, pair_digits = _pair_digits(pair, _halves(piece))
+            if digit_score >= floor and pair_score >= floor:
+                read = [(digit, row), *pair_digits] if digit is left else [*pair_digits, (digit, row)]
+                out.append((digit_score + pair_score, read))
+    return out
+
+
+def _pair_reading(pair: np.ndarray, cuts: list[tuple[float, list]]) -> tuple[float, list]:
+    """A mark read whole by the pair model (calibrated probabilities ``pair``): the score log P(the
+    pair), each digit with its marginal probabilities, in the boxes of the best of ``cuts`` in two."""
+    _, pieces = max((scored for scored in cuts if len(scored[1]) == 2), key=lambda scored: scored[0])
+    return _pair_digits(pair, (pieces[0][0], pieces[1][0]))
 
 
 def choose(
@@ -110,6 +165,7 @@ def choose(
     probabilities: np.ndarray,
     reject_below: float = 0.0,
     pairs: dict[int, np.ndarray] | None = None,
+    triples: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] | None = None,
 ) -> list[tuple[DigitCrop, np.ndarray]]:
     """The digits of the number, left to right, each with its probabilities: for every mark, the
     reading whose digits are most likely all right, the product of their confidences
@@ -128,7 +184,9 @@ def choose(
     probability of the pair, weighed by width with its own prior (``PAIR_CUT_WIDTH``), and offered
     also for a narrow mark read whole as a digit beside other marks (``NARROW_PAIRS``); where the
     mark whole is not a digit, it stands only if that reaches ``reject_below`` and either a cut of
-    the mark reads as digits or another mark is read whole as a digit."""
+    the mark reads as digits or another mark is read whole as a digit. ``triples``
+    (``triple_probabilities``) add, under the same gate, a refused mark's readings as a digit
+    beside a pair."""
     chosen, start, floor = [], 0, np.log(max(reject_below, 1e-12))
     writing = float(np.median([mark.readings[0][0].box[3] for mark in marks])) if marks else 1.0
     wholes = np.cumsum([0] + [sum(len(crops) for crops in mark.readings) for mark in marks[:-1]])
@@ -157,6 +215,9 @@ def choose(
             beside_digits = any(digits_whole[:n] + digits_whole[n + 1 :])
             if whole_is_digit or (offered[0] >= floor and (into_digits or beside_digits)):
                 pair = offered
+        if triples is not None and n in triples and not whole_is_digit:
+            if into_digits or any(digits_whole[:n] + digits_whole[n + 1 :]):
+                cuts = [*cuts, *_triple_readings(triples[n], readings, floor)]
         if mark.narrow and whole_is_digit:
             cuts = []  # read whole as a digit: never cut
             if not (NARROW_PAIRS and len(marks) > 1):
@@ -183,7 +244,7 @@ def cut_chance(ratio: float, half_way: float = CUT_WIDTH) -> float:
 #: read as one, nor one digit cut in two), which no digit's confidence sees. Fitted by log loss on
 #: numbers built from MNIST validation digits, for the served model, by
 #: ``python benchmarks/number_confidence.py``.
-MARK_SEGMENTED_RIGHT = 0.993
+MARK_SEGMENTED_RIGHT = 0.995
 
 
 def whole_number(readings: list[dict]) -> tuple[str, float]:
@@ -202,16 +263,17 @@ def answer(
     reject_below: float,
     scale: float = 1.0,
     pairs: dict[int, np.ndarray] | None = None,
+    triples: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] | None = None,
 ) -> tuple[dict, list[DigitCrop]]:
     """A written number's answer as JSON values, as ``POST /api/predict-number`` and ``digits predict
     --number`` give it, and the crop each of its digits was read from.
 
     ``probabilities`` are the model's for ``candidate_images(marks)``; ``scale`` turns the marks'
-    boxes into the original image's pixels; ``pairs`` as ``choose`` takes them. The answer:
+    boxes into the original image's pixels; ``pairs`` and ``triples`` as ``choose`` takes them. The answer:
     ``number`` (the marks that are digits), ``not_a_number`` (none is), ``confidence``
     (``whole_number``), ``low_confidence`` and ``digits``, each mark's reading with its ``box``.
     """
-    chosen = choose(marks, probabilities, reject_below, pairs)
+    chosen = choose(marks, probabilities, reject_below, pairs, triples)
     digits = []
     for crop, row in chosen:
         x, y, w, h = (round(v * scale) for v in crop.box)

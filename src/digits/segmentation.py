@@ -3,7 +3,7 @@ that may be touching neighbours (the model chooses among them: digits.number_rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -34,6 +34,9 @@ class DigitCrop:
 
     image: np.ndarray
     box: tuple[int, int, int, int]
+    # Its ink strength (``preprocess.cut``), for the pair model to read a piece of three touching
+    # digits as two of them (``number_reader.triple_probabilities``).
+    strength: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def _crop(
     """The ``n``-th of ``count`` parts of a mark: its ink strength, and as a model input with its box."""
     strength, (rows, cols) = cut(ink, own, part, (int(n == 0), int(n == count - 1)), within)
     box = (cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-    return strength, DigitCrop(to_mnist(strength), box)
+    return strength, DigitCrop(to_mnist(strength), box, strength)
 
 
 def segment_digits(gray: np.ndarray) -> list[DigitCrop]:

@@ -221,7 +221,8 @@ def _read_number(file: str, predict, below: float, pair_model) -> dict:
     probabilities = predict(number_reader.candidate_images(marks))
     marks, probabilities = number_reader.look_again(marks, probabilities, predict, below)
     pairs = number_reader.pair_probabilities(marks, pair_model)
-    return number_reader.answer(marks, probabilities, below, image.scale, pairs)[0]
+    triples = number_reader.triple_probabilities(marks, probabilities, below, pair_model)
+    return number_reader.answer(marks, probabilities, below, image.scale, pairs, triples)[0]
 
 
 def _number_in_words(answer: dict) -> str:

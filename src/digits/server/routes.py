@@ -132,7 +132,7 @@ async def predict(request: Request):
 async def predict_number(request: Request):
     """Read a number written left to right: each mark (or each part of a wide mark where
     neighbours touch) is classified as one digit, and a wide mark may be read whole as two touching
-    digits.
+    digits, or as a digit beside a pair where three touch.
 
     Returns ``number`` (a string of the marks that are digits), ``not_a_number`` (no mark is a
     digit), ``confidence`` (the chance that the whole number is right: every mark segmented right
@@ -151,7 +151,10 @@ async def predict_number(request: Request):
         number_reader.look_again, candidates, rows, reader.predictor.predict_now, reader.reject_below
     )
     pairs = await anyio.to_thread.run_sync(number_reader.pair_probabilities, candidates, reader.pair_model)
-    number, crops = number_reader.answer(candidates, rows, reader.reject_below, image.scale, pairs)
+    triples = await anyio.to_thread.run_sync(
+        number_reader.triple_probabilities, candidates, rows, reader.reject_below, reader.pair_model
+    )
+    number, crops = number_reader.answer(candidates, rows, reader.reject_below, image.scale, pairs, triples)
     for mark, crop in zip(number["digits"], crops, strict=True):
         reader.metrics.count_answer(mark)
         mark["processed"] = _pixels(crop.image)
