@@ -206,18 +206,17 @@ def choose(
             # leave its one digit-like piece in the number. (A narrow mark's piece that is not a
             # digit may be a sliver of a marker's 1, which the cut's other piece reads.)
             cuts = into_digits
+        # The pair model alone reads a lone object as a pair too readily: a mark refused whole is
+        # read as a pair, or a digit beside a pair, only where the digit model reads some cut of it
+        # as digits, or a digit beside it (then the image is answered as a number anyway).
+        vouched = bool(into_digits) or any(digits_whole[:n] + digits_whole[n + 1 :])
         pair = None
         if pairs is not None and n in pairs:
             offered = _pair_reading(pairs[n], readings[1:])
-            # The pair model alone reads a lone object as a pair too readily: a mark refused whole
-            # is read as a pair only where the digit model reads some cut of it as digits, or a
-            # digit beside it (then the image is answered as a number anyway).
-            beside_digits = any(digits_whole[:n] + digits_whole[n + 1 :])
-            if whole_is_digit or (offered[0] >= floor and (into_digits or beside_digits)):
+            if whole_is_digit or (offered[0] >= floor and vouched):
                 pair = offered
-        if triples is not None and n in triples and not whole_is_digit:
-            if into_digits or any(digits_whole[:n] + digits_whole[n + 1 :]):
-                cuts = [*cuts, *_triple_readings(triples[n], readings, floor)]
+        if triples is not None and n in triples and not whole_is_digit and vouched:
+            cuts = [*cuts, *_triple_readings(triples[n], readings, floor)]
         if mark.narrow and whole_is_digit:
             cuts = []  # read whole as a digit: never cut
             if not (NARROW_PAIRS and len(marks) > 1):
