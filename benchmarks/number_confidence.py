@@ -26,7 +26,6 @@ from digits.number_reader import (
     choose,
     look_again,
     pair_probabilities,
-    triple_probabilities,
     whole_number,
 )
 from digits.pairs import PairModel
@@ -47,8 +46,7 @@ def read(classifier, pair_model, samples: list[sets.Sample]) -> tuple[np.ndarray
         candidates = segment_number(decode_image(sample.data).gray)  # the server's size limit
         probabilities = predict(candidate_images(candidates))
         candidates, probabilities = look_again(candidates, probabilities, predict, below)
-        pairs = pair_probabilities(candidates, pair_model)
-        triples = triple_probabilities(candidates, probabilities, below, pair_model)
+        pairs, triples = pair_probabilities(candidates, probabilities, below, pair_model)
         chosen = choose(candidates, probabilities, below, pairs, triples)
         answers = [reading(row, below) for _, row in chosen]
         number, confidence = whole_number(answers)

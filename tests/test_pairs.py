@@ -155,6 +155,36 @@ def test_a_refused_mark_is_a_pair_only_where_the_digit_model_vouches_for_digits(
     assert answer(narrow, rows, 0.6, pairs={0: pair_row(4, 7, 0.99)})[0]["number"] == "1"
 
 
+def test_pair_probabilities_reads_wholes_and_a_refused_marks_pieces_in_one_call():
+    from digits.number_reader import pair_probabilities
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def predict_proba(self, images):
+            self.calls.append(images.shape)
+            return np.arange(len(images))[:, None] * np.ones((1, pairs.NOT_A_PAIR + 1))
+
+    def piece(width: int) -> DigitCrop:
+        return DigitCrop(np.zeros((28, 28), np.float32), (0, 0, width, 20), block(20, width))
+
+    digit = Mark([[piece(12)]], strength=block(20, 12))  # nothing to read as a pair
+    pair = Mark([[piece(24)], [piece(12), piece(12)]], strength=block(20, 24))
+    three = Mark(
+        [[piece(36)], [piece(12), piece(24)], [piece(24), piece(12)], [piece(12)] * 3], strength=block(20, 36)
+    )
+    rows = digit_rows([(3, 0.9), (4, 0.9), (4, 0.9), (1, 0.9), (8, 0.1)] + [(1, 0.9)] * 7)
+    model = Recorder()
+    found_pairs, triples = pair_probabilities([digit, pair, three], rows, 0.6, model)
+    assert model.calls == [(6, 28, pairs.PAIR_WIDTH)]  # two wholes, and both pieces of two cuts
+    assert {n: int(row[0]) for n, row in found_pairs.items()} == {1: 0, 2: 1}
+    assert {k: (int(a[0]), int(b[0])) for k, (a, b) in triples[2].items()} == {1: (2, 3), 2: (4, 5)}
+    # Read whole as a digit, the same mark has no pieces to read as pairs.
+    rows[4] = digit_rows([(8, 0.9)])[0]
+    assert pair_probabilities([digit, pair, three], rows, 0.6, Recorder())[1] == {}
+
+
 def test_a_refused_mark_of_three_is_read_as_a_digit_beside_a_pair():
     from digits.number_reader import answer
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from digits.inference import LOW_CONFIDENCE, reading
-from digits.pairs import NOT_A_PAIR, PAIR_WIDTH, pair_input
+from digits.pairs import NOT_A_PAIR, pair_input
 from digits.preprocess import thin_strokes
 from digits.segmentation import DigitCrop, Mark
 
@@ -41,7 +41,7 @@ def look_again(
     (N, 28, 28) to probabilities (N, 10). Only refusals are looked at again, and thin strokes never,
     so no digit the model reads changes.
     """
-    wholes = np.cumsum([0] + [sum(len(crops) for crops in mark.readings) for mark in marks[:-1]])
+    wholes = _whole_rows(marks)
     thinned = {
         n: thin_strokes(mark.strength)
         for n, mark in enumerate(marks)
@@ -74,48 +74,44 @@ PAIR_CUT_WIDTH = 0.8
 NARROW_PAIRS = True
 
 
-def pair_images(marks: list[Mark]) -> tuple[list[int], np.ndarray]:
-    """The marks a pair reading is offered for (those with a reading cut in two, by their index in
-    ``marks``) and their inputs to the pair model (``digits.pairs``), (N, 28, 56)."""
+def pair_probabilities(
+    marks: list[Mark], probabilities: np.ndarray, reject_below: float, pair_model
+) -> tuple[dict[int, np.ndarray], dict[int, dict[int, tuple[np.ndarray, np.ndarray]]]]:
+    """For ``choose``, from one call of the pair model (``pairs.PairModel``), its calibrated
+    probabilities: ``pairs``, for each mark a pair reading is offered for (one with a reading cut in
+    two), by the mark's index; and ``triples``, where a mark the digit model refuses whole may hold
+    three touching digits (it has a reading cut in three), for each piece of each of its cuts in
+    two, by the mark's index and the cut's index in ``Mark.readings``: a digit beside a pair is a
+    digit on one side of the cut and a pair on the other. ``probabilities`` are the digit model's
+    for ``candidate_images(marks)``."""
     offered = [
         n
         for n, mark in enumerate(marks)
         if mark.strength is not None and any(len(crops) == 2 for crops in mark.readings)
     ]
     images = [pair_input(marks[n].strength) for n in offered]
-    return offered, np.stack(images) if images else np.zeros((0, 28, PAIR_WIDTH), dtype=np.float32)
-
-
-def pair_probabilities(marks: list[Mark], pair_model) -> dict[int, np.ndarray]:
-    """For ``choose``: the pair model's calibrated probabilities (``pairs.PairModel``) for each mark
-    a pair reading is offered for, by the mark's index."""
-    offered, images = pair_images(marks)
-    return dict(zip(offered, pair_model.predict_proba(images), strict=True)) if offered else {}
-
-
-def triple_probabilities(
-    marks: list[Mark], probabilities: np.ndarray, reject_below: float, pair_model
-) -> dict[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """For ``choose``: where a mark the digit model refuses whole may hold three touching digits
-    (it has a reading cut in three), the pair model's calibrated probabilities for each piece of
-    each of its cuts in two, by the mark's index and the cut's index in ``Mark.readings``: a digit
-    beside a pair is a digit on one side of the cut and a pair on the other."""
-    wholes = np.cumsum([0] + [sum(len(crops) for crops in mark.readings) for mark in marks[:-1]])
-    where, images = [], []
+    cut_at, wholes = [], _whole_rows(marks)
     for n, mark in enumerate(marks):
         if probabilities[wholes[n]].max() >= reject_below or not any(len(c) >= 3 for c in mark.readings):
             continue
         for k, crops in enumerate(mark.readings):
             if len(crops) == 2 and all(crop.strength is not None for crop in crops):
-                where.append((n, k))
+                cut_at.append((n, k))
                 images.extend(pair_input(crop.strength) for crop in crops)
-    if not where:
-        return {}
+    if not images:
+        return {}, {}
     rows = pair_model.predict_proba(np.stack(images))
+    pairs = dict(zip(offered, rows[: len(offered)], strict=True))
     triples: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
-    for i, (n, k) in enumerate(where):
-        triples.setdefault(n, {})[k] = (rows[2 * i], rows[2 * i + 1])
-    return triples
+    for i, (n, k) in enumerate(cut_at):
+        first = len(offered) + 2 * i
+        triples.setdefault(n, {})[k] = (rows[first], rows[first + 1])
+    return pairs, triples
+
+
+def _whole_rows(marks: list[Mark]) -> np.ndarray:
+    """Where each mark's reading whole lies in ``candidate_images(marks)``."""
+    return np.cumsum([0] + [sum(len(crops) for crops in mark.readings) for mark in marks[:-1]])
 
 
 def _pair_digits(pair: np.ndarray, crops: tuple[DigitCrop, DigitCrop]) -> tuple[float, list]:
@@ -136,7 +132,7 @@ def _halves(crop: DigitCrop) -> tuple[DigitCrop, DigitCrop]:
 
 
 def _triple_readings(cuts: dict[int, tuple[np.ndarray, np.ndarray]], readings: list, floor: float) -> list:
-    """A mark's readings as a digit beside a pair (``triple_probabilities``), for each of its cuts in
+    """A mark's readings as a digit beside a pair (``pair_probabilities``' triples), for each of its cuts in
     two and each side: those whose digit and pair both reach ``floor`` (a log confidence)."""
     out = []
     for k, (left_pair, right_pair) in cuts.items():
@@ -180,16 +176,16 @@ def choose(
     is also weighed by how wide it is for the writing (``cut_chance``).
 
     ``pairs`` maps a mark's index to the pair model's calibrated probabilities for it
-    (``pair_images``): its reading whole as two touching digits joins its cuts, scored by the
+    (``pair_probabilities``): its reading whole as two touching digits joins its cuts, scored by the
     probability of the pair, weighed by width with its own prior (``PAIR_CUT_WIDTH``), and offered
     also for a narrow mark read whole as a digit beside other marks (``NARROW_PAIRS``); where the
     mark whole is not a digit, it stands only if that reaches ``reject_below`` and either a cut of
     the mark reads as digits or another mark is read whole as a digit. ``triples``
-    (``triple_probabilities``) add, under the same gate, a refused mark's readings as a digit
+    (``pair_probabilities``) add, under the same gate, a refused mark's readings as a digit
     beside a pair."""
     chosen, start, floor = [], 0, np.log(max(reject_below, 1e-12))
     writing = float(np.median([mark.readings[0][0].box[3] for mark in marks])) if marks else 1.0
-    wholes = np.cumsum([0] + [sum(len(crops) for crops in mark.readings) for mark in marks[:-1]])
+    wholes = _whole_rows(marks)
     digits_whole = [bool(probabilities[w].max() >= reject_below) for w in wholes] if marks else []
     for n, mark in enumerate(marks):
         readings = []

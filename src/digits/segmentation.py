@@ -35,7 +35,7 @@ class DigitCrop:
     image: np.ndarray
     box: tuple[int, int, int, int]
     # Its ink strength (``preprocess.cut``), for the pair model to read a piece of three touching
-    # digits as two of them (``number_reader.triple_probabilities``).
+    # digits as two of them (``number_reader.pair_probabilities``).
     strength: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 

@@ -220,8 +220,7 @@ def _read_number(file: str, predict, below: float, pair_model) -> dict:
         raise
     probabilities = predict(number_reader.candidate_images(marks))
     marks, probabilities = number_reader.look_again(marks, probabilities, predict, below)
-    pairs = number_reader.pair_probabilities(marks, pair_model)
-    triples = number_reader.triple_probabilities(marks, probabilities, below, pair_model)
+    pairs, triples = number_reader.pair_probabilities(marks, probabilities, below, pair_model)
     return number_reader.answer(marks, probabilities, below, image.scale, pairs, triples)[0]
 
 

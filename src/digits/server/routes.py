@@ -150,9 +150,8 @@ async def predict_number(request: Request):
     candidates, rows = await anyio.to_thread.run_sync(
         number_reader.look_again, candidates, rows, reader.predictor.predict_now, reader.reject_below
     )
-    pairs = await anyio.to_thread.run_sync(number_reader.pair_probabilities, candidates, reader.pair_model)
-    triples = await anyio.to_thread.run_sync(
-        number_reader.triple_probabilities, candidates, rows, reader.reject_below, reader.pair_model
+    pairs, triples = await anyio.to_thread.run_sync(
+        number_reader.pair_probabilities, candidates, rows, reader.reject_below, reader.pair_model
     )
     number, crops = number_reader.answer(candidates, rows, reader.reject_below, image.scale, pairs, triples)
     for mark, crop in zip(number["digits"], crops, strict=True):
