@@ -13,11 +13,13 @@ read through the app's own endpoints like the benchmark's:
 * ``thick-numbers``: the same, from digits thickened as for ``thick-pen``: a number in a marker;
 * ``marker-photos``: the ``thick-pen`` digits photographed as ``photographed``, 8-36 times MNIST's
   scale: a phone photo of a marker's digit, whose crop is bigger than the reader's working size;
+* ``lined-paper``: photos as ``digits.realworld.on_paper`` takes them: on ruled paper, on squared
+  paper and in a box, a third each;
 * ``negatives``: non-digits the served model never trained on, to see what a reading change costs
   in non-digits read as digits: half Fashion-MNIST *training* items outside those its training drew,
   half letters and marks drawn as ``digits.negatives`` draws them, from a seed of their own.
 
-    python benchmarks/validation_sets.py [--model DIR] [--count N] [--sets NAME ...]
+    python benchmarks/validation_sets.py [--model DIR] [--count N] [--sets NAME ...] [--seed N]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ SETS = (
     "thick-pen",
     "thick-numbers",
     "marker-photos",
+    "lined-paper",
     "negatives",
 )
 
@@ -68,8 +71,9 @@ def thick_pen(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(Image.fromarray(grown).resize((28, 28), Image.Resampling.BOX))
 
 
-def unseen_negatives(count: int, model: str | None) -> list[sets.Sample]:
-    """``count`` non-digits ``model`` never trained on (see the module's docstring), as PNGs."""
+def unseen_negatives(count: int, model: str | None, seed: int = 7) -> list[sets.Sample]:
+    """``count`` non-digits ``model`` never trained on (see the module's docstring), as PNGs, drawn
+    with ``seed``."""
     from digits import negatives, runs
     from digits.data import load_fashion
     from digits.inference import resolve_model_path
@@ -82,7 +86,7 @@ def unseen_negatives(count: int, model: str | None) -> list[sets.Sample]:
     if config is None or not config.settings.get("negatives"):
         raise SystemExit(f"{path}: not a run trained with negatives, so the negatives set says nothing")
     drawn = negatives.fashion_items_drawn(config.settings["negatives"], config.settings["seed"], len(fashion))
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     unseen = np.setdiff1d(np.arange(len(fashion)), drawn)
     images = [Image.fromarray(fashion[i]) for i in rng.choice(unseen, count // 2, replace=False)]
     while len(images) < count:
@@ -100,12 +104,15 @@ def main() -> None:
     parser.add_argument("--model", help="run folder or model file (default: the served model)")
     parser.add_argument("--count", type=int, default=1000, help="images per set (default: 1000)")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=SETS, help="sets to read (default: all)")
+    parser.add_argument(
+        "--seed", type=int, default=2026, help="the images' seed: a new one for a new plan's measurement"
+    )
     args = parser.parse_args()
     if not 2 <= args.count <= 5000:  # numbers take half as many; validation holds 5,000 digits
         parser.error(f"--count must be between 2 and 5000, got {args.count}")
     data = prepare(val_size=5000, seed=0)  # the split every run holds out
     digits, labels = (data.x_val[..., 0] * 255).round().astype(np.uint8), data.y_val
-    rng = np.random.default_rng(2026)
+    rng = np.random.default_rng(args.seed)
     pick = rng.choice(len(labels), args.count, replace=False)
     built = {
         "low-resolution": [
@@ -128,8 +135,13 @@ def main() -> None:
         sets.Sample(sets.photo_of(thick[n], rng, uneven_light=True, scale=(8, 36)), str(labels[i]), "photo")
         for n, i in enumerate(pick)
     ]
+    built["lined-paper"] = [
+        sets.Sample(sets.on_paper(digits[i], rng, sets.PAPERS[n % 3]), str(labels[i]), sets.PAPERS[n % 3])
+        for n, i in enumerate(pick)
+    ]
     if "negatives" in args.sets:
-        built["negatives"] = unseen_negatives(args.count, args.model)
+        # The default seed's negatives are the ones every earlier measurement read.
+        built["negatives"] = unseen_negatives(args.count, args.model, 7 if args.seed == 2026 else args.seed)
     with TestClient(create_app(args.model)) as client:
         print(f"model: {client.get('/api/model').json()['name']}")
         for name, samples in built.items():

@@ -293,6 +293,53 @@ def test_a_shadow_along_an_edge_is_not_read_as_ink():
     assert np.abs(with_shadow - clean).mean() < 0.02
 
 
+def paper(lines: str, seven=((120, 80), (190, 80), (140, 230)), tilt=0.0, box=None) -> np.ndarray:
+    """A 7 in dark ink on a 320x300 sheet with light lines ("ruled", "squared" or "") and a box."""
+    image = Image.new("L", (320, 300), 240)
+    draw = ImageDraw.Draw(image)
+    for y in range(25, 300, 45) if lines else []:
+        draw.line([(0, y), (320, y)], fill=175, width=3)
+    for x in range(10, 320, 45) if lines == "squared" else []:
+        draw.line([(x, 0), (x, 300)], fill=175, width=3)
+    if box:
+        draw.rectangle(box, outline=30, width=5)
+    draw.line(list(seven), fill=20, width=12)
+    return np.asarray(image.rotate(tilt, resample=Image.Resampling.BILINEAR, fillcolor=240))
+
+
+@pytest.mark.parametrize("lines", ["ruled", "squared"])
+@pytest.mark.parametrize("tilt", [0.0, 5.0])
+def test_the_lines_of_ruled_and_squared_paper_are_not_ink(lines, tilt):
+    clean = normalise(paper("", tilt=tilt))
+    lined = paper(lines, tilt=tilt)
+    # The lines cross the 7 and run to the edges, so its mark touches them: it used to be read with them.
+    assert preprocess.paper_lines(lined < 200)
+    assert np.abs(normalise(lined) - clean).mean() < 0.03
+    assert np.abs(preprocess.to_mnist(preprocess._strength(lined)) - clean).mean() < 0.03
+
+
+@pytest.mark.parametrize(
+    "box", [(90, 50, 230, 260), (90, 50, 230, 232)], ids=["clear-of-the-digit", "touching-it"]
+)
+def test_a_box_round_the_digit_is_not_read_with_it(box):
+    clean, boxed = normalise(paper("")), normalise(paper("", box=box))
+    # Where the 7 touches the box, the side painted over takes the end of its stem with it.
+    assert np.abs(np.subtract(ink_box(boxed), ink_box(clean))).max() <= 1
+    assert np.abs(boxed - clean).mean() < 0.05
+
+
+def test_a_digit_that_is_all_straight_lines_is_not_taken_for_paper_or_a_box():
+    # A 7 cropped so tight that its bar runs from edge to edge: no line runs on beyond the writing.
+    seven = np.asarray(sheet(size=(120, 200), lines=(((0, 8), (119, 8), (50, 199)),), width=14))
+    assert not preprocess.paper_lines(seven < 128)
+    image = normalise(seven)
+    bar = image[np.flatnonzero(image.max(axis=1) > 0.5)[0]]  # the model input's first inked row
+    assert np.count_nonzero(bar > 0.5) >= 8
+    # A square 0 is four straight sides with nothing inside them: a digit, not a box.
+    square = sheet(lines=(((50, 40), (150, 40), (150, 160), (50, 160), (50, 40)),), width=12)
+    assert ink_box(normalise(np.asarray(square))) == (20, 17)
+
+
 def test_touching_digits_are_offered_whole_and_cut_apart():
     image = Image.new("L", (420, 200), 255)
     draw = ImageDraw.Draw(image)

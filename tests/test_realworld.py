@@ -49,6 +49,21 @@ def test_other_writers_are_low_resolution_scans_of_dark_ink():
         assert border.mean() > 150 and image.gray.min() < 120
 
 
+def test_lined_paper_holds_digits_on_ruled_and_squared_paper_and_in_boxes():
+    x = np.zeros((3, 28, 28), np.uint8)
+    x[:, 4:24, 12:16] = 255  # a 1
+    samples = sets.lined_paper(x, np.arange(3), np.random.default_rng(0), count=3)
+    assert [s.kind for s in samples] == list(sets.PAPERS)
+    for sample in samples:
+        image = decode_image(sample.data)
+        assert image.format == "JPEG" and sample.label in "012"
+        paper = image.gray > 200
+        # Light paper with something darker than it beyond the digit: lines or a frame.
+        assert paper.mean() > 0.5 and (~paper).mean() > 0.02
+    with pytest.raises(ValueError, match="unknown paper"):
+        sets.on_paper(x[0], np.random.default_rng(0), "graph")
+
+
 def test_numbers_have_two_to_six_digits_and_some_touch():
     x = np.zeros((6, 28, 28), np.uint8)
     x[:, 6:22, 4:24] = 255

@@ -86,8 +86,12 @@ def _as_bytes(gray: np.ndarray) -> np.ndarray:
 
 # Longer than 60 lines on purpose: the steps (threshold, polarity, hysteresis, bridging, specks) each
 # refine the arrays of the one before, and read best as one pass in order.
-def find_ink(gray: np.ndarray, coarse_side: int) -> Ink:
-    """Threshold, fix polarity and find the marks (connected components) that are not specks."""
+def find_ink(gray: np.ndarray, coarse_side: int, remove_lines: bool = True) -> Ink:
+    """Threshold, fix polarity and find the marks (connected components) that are not specks.
+
+    Unless ``remove_lines`` is False, the lines of ruled or squared paper (``paper_lines``) and the
+    sides of a box that the writing touches (``_frames``) are painted over first, and the image is
+    read again without them. A frame clear of the writing is not a mark."""
     from PIL import Image
 
     gray = _as_bytes(gray)
@@ -126,6 +130,9 @@ def find_ink(gray: np.ndarray, coarse_side: int) -> Ink:
     # two are bridged: a thin 6 or 8 stays one mark instead of pieces, some too small to keep.
     on_ink_scale = 255 - coarse.astype(np.int16) if dark_ink else coarse  # threshold and paper's scale
     weak = on_ink_scale > (2 * threshold + paper) / 3
+    found = paper_lines(weak) if remove_lines else []
+    if found:
+        return find_ink(_without_lines(gray, found, factor, dark_ink), coarse_side, remove_lines=False)
     pieces, count = ndimage.label(weak, structure=_EIGHT_CONNECTED)
     piece_areas = np.bincount(pieces[mask], minlength=count + 1)
     piece_areas[0] = 0
@@ -136,10 +143,16 @@ def find_ink(gray: np.ndarray, coarse_side: int) -> Ink:
     labels[~weak] = 0
     areas = np.bincount(labels[mask], minlength=count + 1)  # strong ink only: no mark of faint pixels
     areas[0] = 0
+    slices = ndimage.find_objects(labels)
+    frames, sides = _frames(labels, areas, mask, slices)
+    if sides and remove_lines:
+        return find_ink(_without_lines(gray, sides, factor, dark_ink), coarse_side, remove_lines=False)
+    for frame in frames:
+        labels[labels == frame] = 0
+        areas[frame] = 0
     if not areas.any():
         raise NoDigitError()
     big = np.flatnonzero(areas >= _MIN_MARK_FRACTION * areas.max())
-    slices = ndimage.find_objects(labels)
     # Smaller marks count too where they lie within the big ones' reach: the pieces of a broken
     # stroke, the dot of a dry pen; dust away from the writing does not.
     rows, cols = union([slices[i - 1] for i in big])
@@ -155,6 +168,206 @@ def find_ink(gray: np.ndarray, coarse_side: int) -> Ink:
     marks = sorted({int(i) for i in (*big, *near)})
     labels[~mask] = 0  # faint pixels joined the marks up; the crops take ink from the strong ones
     return Ink(gray, dark_ink, paper, full, factor, labels, marks, [slices[i - 1] for i in marks])
+
+
+# A paper's line runs nearly straight across the image: within _LINE_DEGREES of horizontal (or of
+# vertical, where horizontal lines are found too), with ink in at least _LINE_COVERAGE of the columns
+# (rows) it crosses, and on beyond the writing on both sides by _BEYOND_WRITING of the image's width
+# (height).
+_LINE_DEGREES = 10.0
+_LINE_SLOPES = np.tan(np.radians(np.arange(-_LINE_DEGREES, _LINE_DEGREES + 0.25, 0.5)))
+_LINE_COVERAGE = 0.9
+_BEYOND_WRITING = 0.05
+# A box's sides lie within this share of its height (width) of the edges of its mark's own box.
+_BOX_EDGE = 0.15
+
+
+@dataclass(frozen=True)
+class Line:
+    """A straight line on the reduced copy: ``y = offset + slope * x`` (``x = offset + slope * y``
+    if ``vertical``), ``half`` its half-thickness, in the reduced copy's pixels."""
+
+    vertical: bool
+    slope: float
+    offset: float
+    half: float
+
+
+def paper_lines(ink: np.ndarray) -> list[Line]:
+    """The lines of ruled or squared paper in a reduced copy's ink mask: straight lines that run across
+    the image and on beyond the rest of the ink, which a digit's own strokes never do. Vertical lines
+    count only beside horizontal ones (squared paper): a tall 1 alone may run from top to bottom."""
+    horizontal = _lines_across(ink)
+    if not horizontal:
+        return []
+    found = [Line(False, *line) for line in horizontal]
+    found += [Line(True, *line) for line in _lines_across(ink.T)]
+    rest = ink & ~_line_mask(ink.shape, found)
+    if not rest.any():
+        return []  # nothing but lines: there is no writing to tell them from
+    # The writing is what is left clear of the image's edges (the ends of lines that did not run far
+    # enough to count end there), or all of it where every piece touches an edge.
+    pieces, _ = ndimage.label(rest, structure=_EIGHT_CONNECTED)
+    edge = np.unique(np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]]))
+    inside = rest & ~np.isin(pieces, edge)
+    writing = inside if inside.any() else rest
+    rows, cols = np.flatnonzero(writing.any(axis=1)), np.flatnonzero(writing.any(axis=0))
+    height, width = ink.shape
+    beyond = {  # on both sides: a 7's bar may run on beyond its stem, but only on one side
+        False: min(cols[0], width - 1 - cols[-1]) >= _BEYOND_WRITING * width,
+        True: min(rows[0], height - 1 - rows[-1]) >= _BEYOND_WRITING * height,
+    }
+    return [line for line in found if beyond[line.vertical]]
+
+
+def _lines_across(ink: np.ndarray) -> list[tuple[float, float, float]]:
+    """Nearly horizontal lines across ``ink`` (slope, offset, half-thickness), all at the one slope
+    at which they cover the most: a straight-line (Hough) vote over a narrow range of slopes."""
+    height, width = ink.shape
+    if np.count_nonzero(ink.any(axis=0)) < _LINE_COVERAGE * width:
+        return []  # most images: no ink runs across them at all
+    ys, xs = np.nonzero(ink)
+    reach = int(np.ceil(width * _LINE_SLOPES.max())) + 2
+    best = None
+    for slope in _LINE_SLOPES:
+        hit = np.zeros((height + 2 * reach, width), dtype=bool)
+        hit[np.round(ys - xs * slope).astype(np.intp) + reach, xs] = True
+        near = hit.copy()  # within a row of the line: a thin line's pixels round to two offsets
+        near[1:] |= hit[:-1]
+        near[:-1] |= hit[1:]
+        coverage = near.sum(axis=1) / width
+        score = float(coverage[coverage >= _LINE_COVERAGE].sum())
+        if score and (best is None or score > best[0]):
+            best = (score, slope, hit.sum(axis=1) / width, coverage >= _LINE_COVERAGE)
+    if best is None:
+        return []
+    _, slope, own, across = best
+    lines = []
+    runs, _ = ndimage.label(across)
+    for run in ndimage.find_objects(runs):
+        offsets = np.arange(run[0].start, run[0].stop)
+        weights = own[offsets]
+        on = offsets[weights >= 0.25 * weights.max()]
+        centre = float((weights @ offsets) / weights.sum()) - reach
+        lines.append((float(slope), centre, (on[-1] - on[0] + 1) / 2))
+    return lines
+
+
+def _line_mask(shape: tuple[int, int], lines: list[Line]) -> np.ndarray:
+    """The pixels of a reduced copy within reach of ``lines``: a pixel beyond half their thickness."""
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    mask = np.zeros(shape, dtype=bool)
+    for line in lines:
+        along, across = (y, x) if line.vertical else (x, y)
+        mask |= np.abs(across - line.offset - line.slope * along) <= line.half + 1
+    return mask
+
+
+def _without_lines(gray: np.ndarray, lines: list[Line], factor: int, dark_ink: bool) -> np.ndarray:
+    """The full-resolution image with ``lines`` (found on its copy reduced ``factor`` times) painted
+    over: each pixel of a line takes the paper's side of the two pixels just beyond it, across the
+    line (the lighter for dark ink), so a stroke that crosses the line, ink on both sides, stays whole."""
+    out = gray.copy()
+    for line in lines:
+        image = out.T if line.vertical else out  # a view: vertical lines are horizontal in it
+        length, extent = image.shape[1], image.shape[0]
+        along = np.arange(length)
+        # Centre of each full-resolution column in the reduced copy's coordinates, and back.
+        centre = ((line.offset + line.slope * ((along + 0.5) / factor - 0.5)) + 0.5) * factor - 0.5
+        half = (line.half + 0.5) * factor
+        first = np.clip(np.ceil(centre - half).astype(np.intp), 1, extent - 1)
+        last = np.clip(np.floor(centre + half).astype(np.intp), 0, extent - 2)
+        before, after = image[first - 1, along], image[last + 1, along]
+        fill = np.maximum(before, after) if dark_ink else np.minimum(before, after)
+        for step in range(int(np.ceil(2 * half)) + 1):
+            rows = first + step
+            inside = rows <= last
+            image[rows[inside], along[inside]] = fill[inside]
+    return out
+
+
+def _frames(
+    labels: np.ndarray, areas: np.ndarray, mask: np.ndarray, slices: list
+) -> tuple[list[int], list[Line]]:
+    """Marks that frame the writing, not part of it (a form's box, a ring drawn round the digits),
+    and the sides of a box that the writing touches.
+
+    A frame is mostly hole. One clear of the writing holds in its hole at least half of the other
+    marks' ink, and at least a tenth of its own (a 0 with a speck in it is not one). A box the writing
+    touches is one mark with it: four straight sides along the edges of the mark's own box, with ink
+    left inside them (a square 0 is all sides)."""
+    frames, sides = [], []
+    if not areas.any():
+        return frames, sides
+    big = np.flatnonzero(areas >= _MIN_MARK_FRACTION * areas.max())
+    for i in big:
+        box = slices[i - 1]
+        own = labels[box] == i
+        others, four_sided = int(areas.sum() - areas[i]), _four_sided(own)
+        if not (others or four_sided):
+            continue  # a digit alone, the usual case: nothing to enclose and no box to touch
+        holes = _holes(own)
+        if np.count_nonzero(holes) < np.count_nonzero(own):
+            continue
+        enclosed = int(np.count_nonzero(holes & mask[box] & (labels[box] > 0)))
+        if enclosed and enclosed >= 0.5 * others and enclosed >= 0.1 * areas[i]:
+            frames.append(int(i))
+        elif not enclosed and four_sided:
+            sides += _box_sides(own & mask[box], box)
+    return frames, sides
+
+
+def _four_sided(own: np.ndarray) -> bool:
+    """Whether a mark has ink along all four edges of its box (within _BOX_EDGE of each), as a box
+    has: a quick test before the slower ones."""
+    rows, cols = max(1, round(_BOX_EDGE * own.shape[0])), max(1, round(_BOX_EDGE * own.shape[1]))
+    bands = (
+        own[:rows].any(axis=0),
+        own[-rows:].any(axis=0),
+        own[:, :cols].any(axis=1),
+        own[:, -cols:].any(axis=1),
+    )
+    return all(np.count_nonzero(band) >= _LINE_COVERAGE * band.size for band in bands)
+
+
+def _holes(own: np.ndarray) -> np.ndarray:
+    """The holes of a mark in its box: the paper it encloses (4-connected, as the mark is 8-connected)."""
+    paper, _ = ndimage.label(~own)
+    edge = np.unique(np.concatenate([paper[0], paper[-1], paper[:, 0], paper[:, -1]]))
+    return (paper > 0) & ~np.isin(paper, edge)
+
+
+def _box_sides(own: np.ndarray, box: tuple[slice, slice]) -> list[Line]:
+    """The four sides of a box in a mark's ink ``own`` (its box ``box`` of the reduced copy), in the
+    copy's coordinates, if it has four, each within _BOX_EDGE of its edge, and ink inside them; else []."""
+    found = []
+    for vertical, mark in ((False, own), (True, own.T)):
+        extent = mark.shape[0]
+        lines = [Line(vertical, *line) for line in _lines_across(mark)]
+        middle = [line.offset + line.slope * mark.shape[1] / 2 for line in lines]
+        near = [
+            line
+            for line, at in zip(lines, middle, strict=True)
+            if min(at, extent - 1 - at) <= _BOX_EDGE * extent
+        ]
+        if not any(at <= _BOX_EDGE * extent for at in middle) or not any(
+            at >= (1 - _BOX_EDGE) * extent - 1 for at in middle
+        ):
+            return []
+        found += near
+    inside = own & ~_line_mask(own.shape, found)
+    if np.count_nonzero(inside) < 0.1 * np.count_nonzero(own):
+        return []
+    top, left = box[0].start, box[1].start
+    return [
+        Line(
+            line.vertical,
+            line.slope,
+            line.offset + (left - line.slope * top if line.vertical else top - line.slope * left),
+            line.half,
+        )
+        for line in found
+    ]
 
 
 def _off_the_edges(ink: Ink) -> list[int]:

@@ -7,6 +7,7 @@ upload it, and its label (a digit, a number, or ``""`` for "not a digit"):
 * ``other_writers``: scikit-learn's ``load_digits`` (the UCI optdigits set: 1,797 digits by writers
   who are not MNIST's, 8x8) rendered as low-resolution scans: dark ink on paper, upscaled, noise, JPEG;
 * ``photographed``: MNIST *test* digits as phone photos: big, dark on light, askew, off-centre, JPEG;
+* ``lined_paper``: MNIST test digits photographed as written on ruled or squared paper, or in a box;
 * ``numbers``: MNIST test digits written side by side as numbers of 2-6 digits, neighbours sometimes
   touching;
 * ``not_digits``: Fashion-MNIST *test* items, printed letters, scribbles and blank-ish paper;
@@ -166,6 +167,54 @@ def photographed(
     pick = rng.choice(len(x_test), size=min(count, len(x_test)), replace=False)
     return [
         Sample(photo_of(x_test[i], rng, uneven_light=k % 3 == 2), str(y_test[i]), "mnist-test-photo")
+        for k, i in enumerate(pick)
+    ]
+
+
+#: The paper a digit is written on in ``on_paper``.
+PAPERS = ("ruled", "squared", "box")
+
+
+def on_paper(digit: np.ndarray, rng: np.random.Generator, paper: str) -> bytes:
+    """A 28x28 uint8 MNIST digit as a photo of it written in blue or black ink on a notebook's
+    ``paper``: "ruled" (light lines across the page, some crossing the digit), "squared" (a grid)
+    or "box" (inside a dark frame, as on a form), a little askew, as a JPEG."""
+    size = int(28 * rng.uniform(3, 8))
+    ink = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR)) / 255.0
+    width, height = int(size * rng.uniform(1.4, 2.5)), int(size * rng.uniform(1.4, 2.5))
+    level = rng.uniform(215, 250)
+    sheet = Image.new("RGB", (width, height), (int(level),) * 3)
+    draw = ImageDraw.Draw(sheet)
+    left, top = int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))
+    if paper in ("ruled", "squared"):
+        colour = tuple(int(v) for v in rng.uniform((140, 165, 200), (200, 210, 245)))
+        gap, line = size * rng.uniform(0.35, 0.8), max(1, round(size * rng.uniform(0.01, 0.025)))
+        for y in np.arange(rng.uniform(0, gap), height, gap):
+            draw.line([(0, y), (width, y)], fill=colour, width=line)
+        for x in np.arange(rng.uniform(0, gap), width, gap) if paper == "squared" else []:
+            draw.line([(x, 0), (x, height)], fill=colour, width=line)
+    elif paper == "box":
+        margin = size * rng.uniform(-0.08, 0.1)
+        shade = int(rng.uniform(20, 90))
+        box = [max(left - margin, 0), max(top - margin, 0)]
+        box += [min(left + size + margin, width - 1), min(top + size + margin, height - 1)]
+        draw.rectangle(box, outline=(shade,) * 3, width=max(1, round(size * rng.uniform(0.015, 0.04))))
+    else:
+        raise ValueError(f"unknown paper {paper!r}; choose from: {', '.join(PAPERS)}")
+    colour = rng.uniform((15, 20, 90), (40, 50, 160)) if rng.integers(2) else np.full(3, rng.uniform(15, 50))
+    pixels = np.asarray(sheet, dtype=np.float64)
+    region = pixels[top : top + size, left : left + size]
+    region[:] = region * (1 - ink[..., None]) + colour * ink[..., None]
+    photo = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+    photo = photo.rotate(rng.uniform(-6, 6), resample=Image.Resampling.BILINEAR, fillcolor=(int(level),) * 3)
+    return jpeg(photo, int(rng.integers(30, 81)))
+
+
+def lined_paper(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:
+    """MNIST test digits photographed on ruled paper, on squared paper and in a box, a third each."""
+    pick = rng.choice(len(x_test), size=min(count, len(x_test)), replace=False)
+    return [
+        Sample(on_paper(x_test[i], rng, PAPERS[k % 3]), str(y_test[i]), PAPERS[k % 3])
         for k, i in enumerate(pick)
     ]
 

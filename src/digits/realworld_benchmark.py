@@ -29,7 +29,16 @@ from digits.realworld_report import ECE_BINS, contact_sheet, markdown, pct
 from digits.strokes import Drawing, drawn_digits
 
 #: The sets, in the report's order, and how many images each has by default.
-SETS = {"other-writers": None, "drawn": 300, "photographed": 2000, "numbers": 2000, "not-digits": 1000}
+#: Each set's size. A set added later goes last: each set's images come from its own place in this
+#: order (``run_real_world``), so they stay the same whichever sets are added.
+SETS = {
+    "other-writers": None,
+    "drawn": 300,
+    "photographed": 2000,
+    "numbers": 2000,
+    "not-digits": 1000,
+    "lined-paper": 1000,
+}
 CHROMIUM = os.environ.get("DIGITS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -251,6 +260,8 @@ def _build(name: str, rng: np.random.Generator, count: int | None, x_test, y_tes
         return sets.photographed(x_test, y_test, rng, count)
     if name == "numbers":
         return sets.numbers(x_test, y_test, rng, count)
+    if name == "lined-paper":
+        return sets.lined_paper(x_test, y_test, rng, count)
     return sets.not_digits(rng, count)
 
 
