@@ -178,6 +178,8 @@ _LINE_DEGREES = 10.0
 _LINE_SLOPES = np.tan(np.radians(np.arange(-_LINE_DEGREES, _LINE_DEGREES + 0.25, 0.5)))
 _LINE_COVERAGE = 0.9
 _BEYOND_WRITING = 0.05
+# And it is thin: within a pixel of it, at most this share of the image's height (width), plus 3.
+_LINE_THICKNESS = 0.05
 # A box's sides lie within this share of its height (width) of the edges of its mark's own box.
 _BOX_EDGE = 0.15
 
@@ -194,14 +196,16 @@ class Line:
 
 
 def paper_lines(ink: np.ndarray) -> list[Line]:
-    """The lines of ruled or squared paper in a reduced copy's ink mask: straight lines that run across
-    the image and on beyond the rest of the ink, which a digit's own strokes never do. Vertical lines
-    count only beside horizontal ones (squared paper): a tall 1 alone may run from top to bottom."""
+    """The lines of ruled or squared paper in a reduced copy's ink mask: thin straight lines, two or
+    more side by side, that run across the image and on beyond the rest of the ink, which a digit's
+    own strokes never do. Vertical lines count only beside horizontal ones (squared paper): a tall 1
+    alone may run from top to bottom."""
     horizontal = _lines_across(ink)
-    if not horizontal:
-        return []
+    if len(horizontal) < 2:
+        return []  # a paper's lines come ruled, several; one line may be a shoe's sole, or an underline
+    vertical = _lines_across(ink.T)
     found = [Line(False, *line) for line in horizontal]
-    found += [Line(True, *line) for line in _lines_across(ink.T)]
+    found += [Line(True, *line) for line in vertical] if len(vertical) >= 2 else []
     rest = ink & ~_line_mask(ink.shape, found)
     if not rest.any():
         return []  # nothing but lines: there is no writing to tell them from
@@ -245,7 +249,13 @@ def _lines_across(ink: np.ndarray) -> list[tuple[float, float, float]]:
     lines = []
     runs, _ = ndimage.label(across)
     for run in ndimage.find_objects(runs):
-        offsets = np.arange(run[0].start, run[0].stop)
+        start, stop = run[0].start, run[0].stop
+        # A line is thin, with paper just beyond it on both sides; the rows of a solid object that
+        # fills the image's width are neither.
+        beyond = own[max(start - 2, 0)], own[min(stop + 1, len(own) - 1)]
+        if stop - start > _LINE_THICKNESS * height + 3 or max(beyond) >= 0.5:
+            continue
+        offsets = np.arange(start, stop)
         weights = own[offsets]
         on = offsets[weights >= 0.25 * weights.max()]
         centre = float((weights @ offsets) / weights.sum()) - reach
