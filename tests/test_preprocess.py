@@ -328,6 +328,19 @@ def test_a_box_round_the_digit_is_not_read_with_it(box):
     assert np.abs(boxed - clean).mean() < 0.05
 
 
+def test_one_line_or_a_solid_object_across_the_image_is_not_paper():
+    # An underline (or a shoe's sole) is one line; ruled paper has several.
+    underlined = np.asarray(
+        sheet(size=(300, 300), lines=(((120, 60), (180, 60), (140, 200)), ((0, 240), (299, 240))))
+    )
+    assert not preprocess.paper_lines(underlined < 128)
+    # A solid object as wide as the image: its rows run across it, but none is thin with paper beside it.
+    shirt = np.full((200, 200), 255, np.uint8)
+    shirt[20:60, 70:130] = 0  # the neck and shoulders, narrower than the body
+    shirt[60:160, 4:196] = 0
+    assert not preprocess.paper_lines(shirt < 128)
+
+
 def test_a_digit_that_is_all_straight_lines_is_not_taken_for_paper_or_a_box():
     # A 7 cropped so tight that its bar runs from edge to edge: no line runs on beyond the writing.
     seven = np.asarray(sheet(size=(120, 200), lines=(((0, 8), (119, 8), (50, 199)),), width=14))
