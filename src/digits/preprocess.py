@@ -180,8 +180,11 @@ _LINE_COVERAGE = 0.9
 _BEYOND_WRITING = 0.05
 # And it is thin: within a pixel of it, at most this share of the image's height (width), plus 3.
 _LINE_THICKNESS = 0.05
-# A box's sides lie within this share of its height (width) of the edges of its mark's own box.
+# A box's sides lie within this share of its height (width) of the edges of its mark's own box, and
+# run along at least _BOX_SIDE_COVERAGE of it: a side of a box turned by an angle a covers
+# 1 / (1 + tan a) of it (0.9 at 6 degrees, 0.8 at 14).
 _BOX_EDGE = 0.15
+_BOX_SIDE_COVERAGE = 0.8
 
 
 @dataclass(frozen=True)
@@ -224,11 +227,12 @@ def paper_lines(ink: np.ndarray) -> list[Line]:
     return [line for line in found if beyond[line.vertical]]
 
 
-def _lines_across(ink: np.ndarray) -> list[tuple[float, float, float]]:
-    """Nearly horizontal lines across ``ink`` (slope, offset, half-thickness), all at the one slope
-    at which they cover the most: a straight-line (Hough) vote over a narrow range of slopes."""
+def _lines_across(ink: np.ndarray, coverage: float = _LINE_COVERAGE) -> list[tuple[float, float, float]]:
+    """Nearly horizontal lines across ``ink`` (slope, offset, half-thickness) with ink in at least
+    ``coverage`` of its columns, all at the one slope at which they cover the most: a straight-line
+    (Hough) vote over a narrow range of slopes."""
     height, width = ink.shape
-    if np.count_nonzero(ink.any(axis=0)) < _LINE_COVERAGE * width:
+    if np.count_nonzero(ink.any(axis=0)) < coverage * width:
         return []  # most images: no ink runs across them at all
     ys, xs = np.nonzero(ink)
     reach = int(np.ceil(width * _LINE_SLOPES.max())) + 2
@@ -239,10 +243,10 @@ def _lines_across(ink: np.ndarray) -> list[tuple[float, float, float]]:
         near = hit.copy()  # within a row of the line: a thin line's pixels round to two offsets
         near[1:] |= hit[:-1]
         near[:-1] |= hit[1:]
-        coverage = near.sum(axis=1) / width
-        score = float(coverage[coverage >= _LINE_COVERAGE].sum())
+        covered = near.sum(axis=1) / width
+        score = float(covered[covered >= coverage].sum())
         if score and (best is None or score > best[0]):
-            best = (score, slope, hit.sum(axis=1) / width, coverage >= _LINE_COVERAGE)
+            best = (score, slope, hit.sum(axis=1) / width, covered >= coverage)
     if best is None:
         return []
     _, slope, own, across = best
@@ -353,7 +357,7 @@ def _box_sides(own: np.ndarray, box: tuple[slice, slice]) -> list[Line]:
     found = []
     for vertical, mark in ((False, own), (True, own.T)):
         extent = mark.shape[0]
-        lines = [Line(vertical, *line) for line in _lines_across(mark)]
+        lines = [Line(vertical, *line) for line in _lines_across(mark, _BOX_SIDE_COVERAGE)]
         middle = [line.offset + line.slope * mark.shape[1] / 2 for line in lines]
         near = [
             line
