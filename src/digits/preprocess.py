@@ -214,9 +214,7 @@ def paper_lines(ink: np.ndarray) -> list[Line]:
         return []  # nothing but lines: there is no writing to tell them from
     # The writing is what is left clear of the image's edges (the ends of lines that did not run far
     # enough to count end there), or all of it where every piece touches an edge.
-    pieces, _ = ndimage.label(rest, structure=_EIGHT_CONNECTED)
-    edge = np.unique(np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]]))
-    inside = rest & ~np.isin(pieces, edge)
+    inside = _clear_of_edges(ndimage.label(rest, structure=_EIGHT_CONNECTED)[0])
     writing = inside if inside.any() else rest
     rows, cols = np.flatnonzero(writing.any(axis=1)), np.flatnonzero(writing.any(axis=0))
     height, width = ink.shape
@@ -346,9 +344,12 @@ def _four_sided(own: np.ndarray) -> bool:
 
 def _holes(own: np.ndarray) -> np.ndarray:
     """The holes of a mark in its box: the paper it encloses (4-connected, as the mark is 8-connected)."""
-    paper, _ = ndimage.label(~own)
-    edge = np.unique(np.concatenate([paper[0], paper[-1], paper[:, 0], paper[:, -1]]))
-    return (paper > 0) & ~np.isin(paper, edge)
+    return _clear_of_edges(ndimage.label(~own)[0])
+
+
+def _clear_of_edges(labels: np.ndarray) -> np.ndarray:
+    """The pixels of the labelled components that touch none of the image's edges."""
+    return (labels > 0) & ~np.isin(labels, np.unique(_border(labels)))
 
 
 def _box_sides(own: np.ndarray, box: tuple[slice, slice]) -> list[Line]:
