@@ -14,6 +14,11 @@ from PIL import Image, ImageDraw
 
 from digits import data
 
+# Some tests run commands from other folders (tmp_path): a relative DIGITS_DATA_DIR, as in
+# `DIGITS_DATA_DIR=../shared/data/mnist make test`, must keep pointing where it pointed here.
+if os.environ.get(data.ENV_VAR):
+    os.environ[data.ENV_VAR] = os.path.abspath(os.environ[data.ENV_VAR])
+
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
