@@ -15,6 +15,8 @@ read through the app's own endpoints like the benchmark's:
   scale: a phone photo of a marker's digit, whose crop is bigger than the reader's working size;
 * ``lined-paper``: photos as ``digits.realworld.on_paper`` takes them: on ruled paper, on squared
   paper and in a box, a third each;
+* ``on-a-desk``: photos as ``digits.realworld.on_a_desk`` takes them: on a sheet of paper lying on a
+  darker desk, which shows all round the sheet or beyond some of the photo's edges;
 * ``negatives``: non-digits the served model never trained on, to see what a reading change costs
   in non-digits read as digits: half Fashion-MNIST *training* items outside those its training drew,
   half letters and marks drawn as ``digits.negatives`` draws them, from a seed of their own.
@@ -41,6 +43,7 @@ SETS = (
     "thick-numbers",
     "marker-photos",
     "lined-paper",
+    "on-a-desk",
     "negatives",
 )
 
@@ -138,6 +141,9 @@ def main() -> None:
     built["lined-paper"] = [
         sets.Sample(sets.on_paper(digits[i], rng, sets.PAPERS[n % 3]), str(labels[i]), sets.PAPERS[n % 3])
         for n, i in enumerate(pick)
+    ]
+    built["on-a-desk"] = [
+        sets.Sample(sets.on_a_desk(digits[i], rng), str(labels[i]), "on-a-desk") for i in pick
     ]
     if "negatives" in args.sets:
         # The default seed's negatives are the ones every earlier measurement read.

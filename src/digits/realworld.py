@@ -8,6 +8,7 @@ upload it, and its label (a digit, a number, or ``""`` for "not a digit"):
   who are not MNIST's, 8x8) rendered as low-resolution scans: dark ink on paper, upscaled, noise, JPEG;
 * ``photographed``: MNIST *test* digits as phone photos: big, dark on light, askew, off-centre, JPEG;
 * ``lined_paper``: MNIST test digits photographed as written on ruled or squared paper, or in a box;
+* ``on_a_desk``: MNIST test digits written on a sheet of paper photographed lying on a darker desk;
 * ``numbers``: MNIST test digits written side by side as numbers of 2-6 digits, neighbours sometimes
   touching;
 * ``not_digits``: Fashion-MNIST *test* items, printed letters, scribbles and blank-ish paper;
@@ -201,13 +202,53 @@ def on_paper(digit: np.ndarray, rng: np.random.Generator, paper: str) -> bytes:
         draw.rectangle(box, outline=(shade,) * 3, width=max(1, round(size * rng.uniform(0.015, 0.04))))
     else:
         raise ValueError(f"unknown paper {paper!r}; choose from: {', '.join(PAPERS)}")
-    colour = rng.uniform((15, 20, 90), (40, 50, 160)) if rng.integers(2) else np.full(3, rng.uniform(15, 50))
-    pixels = np.asarray(sheet, dtype=np.float64)
-    region = pixels[top : top + size, left : left + size]
-    region[:] = region * (1 - ink[..., None]) + colour * ink[..., None]
+    pixels = _write(np.asarray(sheet, dtype=np.float64), ink, (top, left), rng)
     photo = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
     photo = photo.rotate(rng.uniform(-6, 6), resample=Image.Resampling.BILINEAR, fillcolor=(int(level),) * 3)
     return jpeg(photo, int(rng.integers(30, 81)))
+
+
+def _write(
+    pixels: np.ndarray, ink: np.ndarray, corner: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    """An RGB sheet's ``pixels`` (float) with ``ink`` (0..1) written on them at ``corner`` (top, left)
+    in a blue or a black pen."""
+    colour = rng.uniform((15, 20, 90), (40, 50, 160)) if rng.integers(2) else np.full(3, rng.uniform(15, 50))
+    top, left = corner
+    region = pixels[top : top + ink.shape[0], left : left + ink.shape[1]]
+    region[:] = region * (1 - ink[..., None]) + colour * ink[..., None]
+    return pixels
+
+
+def on_a_desk(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A 28x28 uint8 MNIST digit as a photo of it written on a sheet of paper (a note, a page) lying
+    on a darker desk, as a JPEG: the sheet is turned by up to 10 degrees and spans 55-130% of the
+    frame's width and height, so the desk shows all round it, or beyond some of the photo's edges where
+    the sheet runs off the others (now and then, not at all); the digit is always in the frame."""
+    size = int(28 * rng.uniform(3, 8))
+    ink = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR)) / 255.0
+    width, height = int(size * rng.uniform(1.6, 3.0)), int(size * rng.uniform(1.6, 3.0))
+    paper = np.full((height, width, 3), rng.uniform(200, 250)) + rng.normal(0, 2, (height, width, 1))
+    top = (height - size) // 2 + int(rng.integers(-size // 4, size // 4 + 1))
+    left = (width - size) // 2 + int(rng.integers(-size // 4, size // 4 + 1))
+    sheet = Image.fromarray(_write(paper, ink, (top, left), rng).clip(1, 255).astype(np.uint8))
+    # Turned, with black corners: the mask that lays it on the desk leaves them out.
+    sheet = sheet.rotate(rng.uniform(-10, 10), resample=Image.Resampling.BILINEAR, expand=True)
+    covers = rng.uniform(0.55, 1.3)  # the sheet's share of the frame's width and height
+    frame_w, frame_h = max(int(sheet.width / covers), size + 2), max(int(sheet.height / covers), size + 2)
+    # A wooden or grey desk, darker than the paper, lit a little unevenly.
+    tone = rng.uniform((0.9, 0.75, 0.55), (1.1, 1.0, 1.0)) * rng.uniform(35, 150)
+    shade = np.linspace(1 - rng.uniform(0, 0.25), 1, frame_w)[None, :, None]
+    desk = tone * shade + rng.normal(0, 6, (frame_h, frame_w, 1))
+    photo = Image.fromarray(desk.clip(0, 255).astype(np.uint8))
+    # Where the sheet goes: anywhere in the frame if it fits; if not, so that the digit stays in it.
+    digit_x, digit_y = sheet.width // 2, sheet.height // 2
+    x = int(rng.integers(min(0, frame_w - sheet.width), max(0, frame_w - sheet.width) + 1))
+    y = int(rng.integers(min(0, frame_h - sheet.height), max(0, frame_h - sheet.height) + 1))
+    x = int(np.clip(x, size // 2 - digit_x, frame_w - size // 2 - digit_x))
+    y = int(np.clip(y, size // 2 - digit_y, frame_h - size // 2 - digit_y))
+    photo.paste(sheet, (x, y), Image.fromarray(np.asarray(sheet).max(axis=2) > 0))
+    return jpeg(photo, int(rng.integers(40, 86)))
 
 
 def lined_paper(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:
@@ -217,6 +258,12 @@ def lined_paper(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator
         Sample(on_paper(x_test[i], rng, PAPERS[k % 3]), str(y_test[i]), PAPERS[k % 3])
         for k, i in enumerate(pick)
     ]
+
+
+def desk_photos(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:
+    """MNIST test digits written on a sheet of paper photographed lying on a desk (``on_a_desk``)."""
+    pick = rng.choice(len(x_test), size=min(count, len(x_test)), replace=False)
+    return [Sample(on_a_desk(x_test[i], rng), str(y_test[i]), "on-a-desk") for i in pick]
 
 
 # ---------------------------------------------------------------------------- numbers
