@@ -363,7 +363,7 @@ def on_a_desk(page: np.ndarray, frame: tuple[int, int], corner: tuple[int, int],
 
 
 @pytest.mark.parametrize(
-    "frame, corner", [((500, 460), (90, 70)), ((260, 250), (-30, -40))], ids=["all-round", "beyond-the-edges"]
+    "frame, corner", [((500, 460), (90, 70)), ((360, 340), (-20, -20))], ids=["all-round", "beyond-the-edges"]
 )
 def test_a_sheet_of_paper_on_a_desk_is_read_without_the_desk(frame, corner):
     page = paper("")
