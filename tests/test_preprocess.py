@@ -353,36 +353,6 @@ def test_a_digit_that_is_all_straight_lines_is_not_taken_for_paper_or_a_box():
     assert ink_box(normalise(np.asarray(square))) == (20, 17)
 
 
-def on_a_desk(page: np.ndarray, frame: tuple[int, int], corner: tuple[int, int], tilt: float) -> np.ndarray:
-    """``page`` turned by ``tilt`` degrees and laid with its top-left at ``corner`` on a grey desk of
-    ``frame`` (height, width); it may run off the frame's edges."""
-    turned = Image.fromarray(page).rotate(tilt, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=0)
-    desk = Image.new("L", frame[::-1], 90)
-    desk.paste(turned, corner[::-1], Image.fromarray(np.asarray(turned) > 0))
-    return np.asarray(desk)
-
-
-@pytest.mark.parametrize(
-    "frame, corner", [((500, 460), (90, 70)), ((360, 340), (-20, -20))], ids=["all-round", "beyond-the-edges"]
-)
-def test_a_sheet_of_paper_on_a_desk_is_read_without_the_desk(frame, corner):
-    page = paper("")
-    clean = normalise(paper("", tilt=8.0))
-    photo = on_a_desk(page, frame, corner, tilt=8.0)
-    # The desk used to be taken for the paper (a light mark on it) or for ink along the edges.
-    assert np.abs(normalise(photo) - clean).mean() < 0.03
-
-
-def test_a_white_digit_on_black_is_not_taken_for_a_sheet():
-    # A 0 in white on black is a light region round a dark hole, as a sheet is round its writing; but
-    # it is a ring, no deeper than its hole. A fat one's hole is a pinhole, not a stroke.
-    for width in (12, 40):
-        zero = Image.new("L", (200, 200), 0)
-        ImageDraw.Draw(zero).ellipse((50, 30, 150, 170), outline=255, width=width)
-        light = np.asarray(zero) > 128
-        assert preprocess._sheet(light) is None
-
-
 def test_touching_digits_are_offered_whole_and_cut_apart():
     image = Image.new("L", (420, 200), 255)
     draw = ImageDraw.Draw(image)
