@@ -28,9 +28,9 @@ from digits.realworld import NONE, Answer
 from digits.realworld_report import ECE_BINS, contact_sheet, markdown, pct
 from digits.strokes import Drawing, drawn_digits
 
-#: The sets, in the report's order, and how many images each has by default.
-#: Each set's size. A set added later goes last: each set's images come from its own place in this
-#: order (``run_real_world``), so they stay the same whichever sets are added.
+#: The sets, in the report's order, and how many images each has by default. A set added later goes
+#: last: each set's images come from its own place in this order (``run_real_world``), so they stay
+#: the same whichever sets are added.
 SETS = {
     "other-writers": None,
     "drawn": 300,
