@@ -67,17 +67,17 @@ def test_lined_paper_holds_digits_on_ruled_and_squared_paper_and_in_boxes():
 def test_desk_photos_show_the_desk_beyond_a_sheet_of_paper():
     x = np.zeros((20, 28, 28), np.uint8)
     x[:, 4:24, 12:16] = 255  # a 1
-    rng = np.random.default_rng(0)
-    photos = [sets.on_a_desk(digit, rng) for digit in x]
+    samples = sets.desk_photos(x, np.arange(20) % 10, np.random.default_rng(0), count=20)
+    assert {s.kind for s in samples} == {"on-a-desk"}
     desk_at_the_edge = []
-    for photo in photos:
-        image = decode_image(photo)
-        assert image.format == "JPEG"
+    for sample in samples:
+        image = decode_image(sample.data)
+        assert image.format == "JPEG" and sample.label in "0123456789"
         assert (image.gray > 195).mean() > 0.2  # the sheet
         border = np.concatenate([image.gray[0], image.gray[-1], image.gray[:, 0], image.gray[:, -1]])
         desk_at_the_edge.append((border < 170).mean() > 0.05)  # the desk, darker than any paper
     # Now and then the sheet fills the photo.
-    assert sum(desk_at_the_edge) >= 0.8 * len(photos)
+    assert sum(desk_at_the_edge) >= 0.8 * len(samples)
 
 
 def test_numbers_have_two_to_six_digits_and_some_touch():

@@ -8,15 +8,12 @@ upload it, and its label (a digit, a number, or ``""`` for "not a digit"):
   who are not MNIST's, 8x8) rendered as low-resolution scans: dark ink on paper, upscaled, noise, JPEG;
 * ``photographed``: MNIST *test* digits as phone photos: big, dark on light, askew, off-centre, JPEG;
 * ``lined_paper``: MNIST test digits photographed as written on ruled or squared paper, or in a box;
+* ``desk_photos``: MNIST test digits written on a sheet of paper photographed lying on a darker desk;
 * ``numbers``: MNIST test digits written side by side as numbers of 2-6 digits, neighbours sometimes
   touching;
 * ``not_digits``: Fashion-MNIST *test* items, printed letters, scribbles and blank-ish paper;
 * ``digits.strokes.drawn_digits``: stroke paths for the page's canvas (varied shape, width, size,
   position, slant), drawn in a real browser by ``digits.realworld_benchmark``.
-
-``on_a_desk`` (a digit on a sheet of paper photographed lying on a darker desk) builds a validation
-set so far (``benchmarks/validation_sets.py``), not a set of the benchmark: the reader does not yet
-read such photos (docs/experiments.md, plan P6).
 """
 
 from __future__ import annotations
@@ -254,6 +251,12 @@ def on_a_desk(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     y = int(np.clip(y, size // 2 - digit_y, frame_h - size // 2 - digit_y))
     photo.paste(sheet, (x, y), Image.fromarray(np.asarray(sheet).max(axis=2) > 0))
     return jpeg(photo, int(rng.integers(40, 86)))
+
+
+def desk_photos(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:
+    """MNIST test digits written on a sheet of paper photographed lying on a desk (``on_a_desk``)."""
+    pick = rng.choice(len(x_test), size=min(count, len(x_test)), replace=False)
+    return [Sample(on_a_desk(x_test[i], rng), str(y_test[i]), "on-a-desk") for i in pick]
 
 
 def lined_paper(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:

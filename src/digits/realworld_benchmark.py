@@ -38,6 +38,7 @@ SETS = {
     "numbers": 2000,
     "not-digits": 1000,
     "lined-paper": 1000,
+    "on-a-desk": 1000,
 }
 CHROMIUM = os.environ.get("DIGITS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -262,6 +263,8 @@ def _build(name: str, rng: np.random.Generator, count: int | None, x_test, y_tes
         return sets.numbers(x_test, y_test, rng, count)
     if name == "lined-paper":
         return sets.lined_paper(x_test, y_test, rng, count)
+    if name == "on-a-desk":
+        return sets.desk_photos(x_test, y_test, rng, count)
     return sets.not_digits(rng, count)
 
 
