@@ -353,6 +353,77 @@ def test_a_digit_that_is_all_straight_lines_is_not_taken_for_paper_or_a_box():
     assert ink_box(normalise(np.asarray(square))) == (20, 17)
 
 
+def on_a_desk(
+    page: np.ndarray, frame: tuple[int, int], corner: tuple[int, int], tilt: float, grain: float = 6.0
+) -> np.ndarray:
+    """``page`` turned by ``tilt`` degrees and laid with its top-left at ``corner`` on a grey desk of
+    ``frame`` (height, width), shaded from left to right and with a photo's ``grain`` (the standard
+    deviation of its noise; 0 for a flat digital black); it may run off the frame's edges."""
+    turned = Image.fromarray(page).rotate(tilt, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=0)
+    height, width = frame
+    noise = np.random.default_rng(0).normal(0, grain, frame)
+    grey = (np.linspace(70, 110, width)[None, :] + noise).clip(0, 255) if grain else np.zeros(frame)
+    desk = Image.fromarray(grey.astype(np.uint8))
+    desk.paste(turned, corner[::-1], Image.fromarray(np.asarray(turned) > 0))
+    return np.asarray(desk)
+
+
+@pytest.mark.parametrize(
+    "frame, corner", [((500, 460), (90, 70)), ((360, 340), (-20, -20))], ids=["all-round", "beyond-the-edges"]
+)
+def test_a_sheet_of_paper_on_a_desk_is_read_without_the_desk(frame, corner):
+    page = paper("")
+    clean = normalise(paper("", tilt=8.0))
+    photo = on_a_desk(page, frame, corner, tilt=8.0)
+    # The desk used to be taken for the paper (a light mark on it) or for ink along the edges.
+    assert np.abs(normalise(photo) - clean).mean() < 0.03
+
+
+def sheet_found(photo: np.ndarray) -> bool:
+    """Whether ``_sheet`` finds a sheet on ``photo``, thresholded as ``find_ink`` does."""
+    hist = np.bincount(photo.ravel(), minlength=256).astype(np.float64)
+    return preprocess._sheet(photo, preprocess._otsu(hist)) is not None
+
+
+def test_what_is_not_a_desk_is_left_alone():
+    page = paper("ruled")
+    assert sheet_found(on_a_desk(page, (400, 380), (50, 30), tilt=3.0))
+    # A sheet on a flat digital black is a drawing (a Fashion-MNIST item lies on exactly 0), not a photo.
+    assert not sheet_found(on_a_desk(page, (400, 380), (50, 30), tilt=3.0, grain=0.0))
+    # The slivers a turned photo's corners leave, under 2% of it, are not a desk: painting them the
+    # paper's colour would cut the lines' ends and any writing that reaches them.
+    assert not sheet_found(on_a_desk(page, (300, 325), (0, 5), tilt=0.0))  # a strip of 5 / 325
+    assert sheet_found(on_a_desk(page, (300, 330), (0, 10), tilt=0.0))
+
+
+def test_ruled_lines_that_reach_an_edge_are_not_a_desk(monkeypatch):
+    # The reduced copy of a ruled page turned a little: two of its lines reach the right edge, and a
+    # 7 is written across both. The paper the 7 closes off between them lies beyond the paper's
+    # largest light region, as the lines and the 7 do.
+    page = np.full((100, 100), 230.0)
+    for row in range(10, 100, 15):
+        page[row, 5 : 100 if row in (25, 40) else 95] = 150
+    page[22:27, 40:65] = 30  # the 7's bar
+    for y in range(27, 50):
+        page[y, 61 - (y - 27) // 3 : 64 - (y - 27) // 3] = 30
+    page = (page + np.random.default_rng(0).normal(0, 3, page.shape)).clip(0, 255).astype(np.uint8)
+    monkeypatch.setattr(preprocess, "_DESK_BORDER", 0.0)
+    assert sheet_found(page)  # P7 took all that for the desk and painted the 7 out
+    monkeypatch.undo()
+    assert not sheet_found(page)  # it only dots the image's border; a desk runs along it
+
+
+def test_a_white_digit_on_black_is_not_taken_for_a_sheet():
+    # A 0 in white on black is a light region round a dark hole, as a sheet is round its writing; but
+    # it is a ring, no deeper than its hole. A fat one's hole is a pinhole, not a stroke.
+    rng = np.random.default_rng(0)
+    for width in (12, 40):
+        zero = Image.new("L", (200, 200), 0)
+        ImageDraw.Draw(zero).ellipse((50, 30, 150, 170), outline=255, width=width)
+        grained = (np.asarray(zero) + rng.normal(0, 6, (200, 200))).clip(0, 255).astype(np.uint8)
+        assert not sheet_found(grained)
+
+
 def test_touching_digits_are_offered_whole_and_cut_apart():
     image = Image.new("L", (420, 200), 255)
     draw = ImageDraw.Draw(image)

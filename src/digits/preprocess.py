@@ -86,11 +86,13 @@ def _as_bytes(gray: np.ndarray) -> np.ndarray:
 
 # Longer than 60 lines on purpose: the steps (threshold, polarity, hysteresis, bridging, specks) each
 # refine the arrays of the one before, and read best as one pass in order.
-def find_ink(gray: np.ndarray, coarse_side: int, remove_lines: bool = True) -> Ink:
+def find_ink(gray: np.ndarray, coarse_side: int, remove_lines: bool = True, find_sheet: bool = True) -> Ink:
     """Threshold, fix polarity and find the marks (connected components) that are not specks.
 
-    Unless ``remove_lines`` is False, the lines of ruled or squared paper (``paper_lines``) and the
-    sides of a box that the writing touches (``_frames``) are painted over first, and the image is
+    Unless ``find_sheet`` is False, a sheet of paper photographed on a darker desk (``_sheet``) is
+    found first, and the image is read again with the desk painted the sheet's colour. Unless
+    ``remove_lines`` is False, the lines of ruled or squared paper (``paper_lines``) and the
+    sides of a box that the writing touches (``_frames``) are painted over, and the image is
     read again without them. A frame clear of the writing is not a mark."""
     from PIL import Image
 
@@ -102,6 +104,11 @@ def find_ink(gray: np.ndarray, coarse_side: int, remove_lines: bool = True) -> I
     coarse = np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
     hist = np.bincount(coarse.ravel(), minlength=256).astype(np.float64)
     threshold = _otsu(hist)
+    # Before the light is evened out, which would take a desk for a shadow across the paper.
+    sheet = _sheet(coarse, threshold) if find_sheet else None
+    if sheet is not None:
+        level = np.uint8(np.median(coarse[sheet & (coarse > threshold)]))
+        return find_ink(_on_the_sheet(gray, sheet, factor, level), coarse_side, remove_lines, False)
     lighting = _illumination(coarse) if _may_be_unevenly_lit(coarse, hist, threshold) else None
     if lighting is not None:  # a shadow or a vignette: divide the light out, as a scanner would
         coarse, gray = _even_out(coarse, lighting), _even_out(gray, lighting)
@@ -132,7 +139,7 @@ def find_ink(gray: np.ndarray, coarse_side: int, remove_lines: bool = True) -> I
     weak = on_ink_scale > (2 * threshold + paper) / 3
     found = paper_lines(weak) if remove_lines else []
     if found:
-        return find_ink(_without_lines(gray, found, factor, dark_ink), coarse_side, remove_lines=False)
+        return find_ink(_without_lines(gray, found, factor, dark_ink), coarse_side, False, find_sheet=False)
     pieces, count = ndimage.label(weak, structure=_EIGHT_CONNECTED)
     piece_areas = np.bincount(pieces[mask], minlength=count + 1)
     piece_areas[0] = 0
@@ -146,7 +153,7 @@ def find_ink(gray: np.ndarray, coarse_side: int, remove_lines: bool = True) -> I
     slices = ndimage.find_objects(labels)
     frames, sides = _frames(labels, areas, mask, slices)
     if sides and remove_lines:
-        return find_ink(_without_lines(gray, sides, factor, dark_ink), coarse_side, remove_lines=False)
+        return find_ink(_without_lines(gray, sides, factor, dark_ink), coarse_side, False, find_sheet=False)
     for frame in frames:
         labels[labels == frame] = 0
         areas[frame] = 0
@@ -185,6 +192,83 @@ _LINE_THICKNESS = 0.05
 # 1 / (1 + tan a) of it (0.9 at 6 degrees, 0.8 at 14).
 _BOX_EDGE = 0.15
 _BOX_SIDE_COVERAGE = 0.8
+
+
+# A sheet of paper on a darker desk: the largest light region, filled, covers at least _SHEET_AREA of
+# the image and is convex (at least _SHEET_CONVEX of its convex hull, as a rectangle turned or cut off
+# by the frame is); the writing it encloses is at least _SHEET_WRITING[0] of it, at most
+# _SHEET_WRITING[1]; and it is paper around strokes, not a stroke around a hole: its deepest light pixel
+# lies at least _SHEET_DEPTH times as deep inside it as the writing's deepest pixel lies inside the
+# writing (a white 0 on black is a ring, no deeper than its hole), and the writing's biggest piece
+# spans at least _SHEET_SPAN times that depth (a stroke, not the pinholes of a fat white 0 or 8).
+# The desk, all that lies beyond the sheet, is at least _DESK_AREA of the image (the corners a turned
+# photo fills are less), runs along at least _DESK_BORDER of the image's border (the ends of ruled
+# lines that reach an edge, with any writing on them, only dot it), and is a photographed surface,
+# not flat: no one grey level holds _DESK_FLAT of it (a Fashion-MNIST item lies on exactly 0).
+_SHEET_AREA = 0.2
+_SHEET_CONVEX = 0.9
+_SHEET_WRITING = (0.003, 0.25)
+_SHEET_DEPTH = 4.0
+_SHEET_SPAN = 5.0
+_DESK_AREA = 0.02
+_DESK_BORDER = 0.1
+_DESK_FLAT = 0.5
+
+
+def _sheet(coarse: np.ndarray, threshold: int) -> np.ndarray | None:
+    """The sheet of paper in a photo of one lying on a darker desk (or on a darker part of the paper:
+    a box on a form), as a mask of the reduced copy ``coarse``, or None if its pixels lighter than
+    ``threshold`` show no such sheet. The desk touches the image's edges, so without this it sets the
+    polarity (a light mark on a dark ground) or makes marks of its own along the edges."""
+    light = coarse > threshold
+    if _border(light).all():  # paper to every edge: no desk
+        return None
+    labels, count = ndimage.label(light, structure=_EIGHT_CONNECTED)
+    if not count:
+        return None
+    areas = np.bincount(labels.ravel())
+    areas[0] = 0
+    paper = labels == areas.argmax()
+    sheet = ndimage.binary_fill_holes(paper)
+    area = np.count_nonzero(sheet)
+    writing = sheet & ~light  # what the sheet encloses, but for paper inside a loop of a 0 or an 8
+    desk = coarse[~sheet]
+    if not (
+        _SHEET_AREA * light.size <= area <= (1 - _DESK_AREA) * light.size
+        and _SHEET_WRITING[0] <= np.count_nonzero(writing) / area <= _SHEET_WRITING[1]
+        and _border(~sheet).mean() >= _DESK_BORDER
+        and np.bincount(desk).max() < _DESK_FLAT * desk.size
+    ):
+        return None
+    if area < _SHEET_CONVEX * _hull_area(sheet):
+        return None
+    stroke = ndimage.distance_transform_edt(writing).max()
+    pieces, _ = ndimage.label(writing, structure=_EIGHT_CONNECTED)
+    sizes = np.bincount(pieces.ravel())
+    sizes[0] = 0
+    rows, cols = ndimage.find_objects(pieces)[sizes.argmax() - 1]
+    span = max(rows.stop - rows.start, cols.stop - cols.start)
+    if ndimage.distance_transform_edt(paper).max() < _SHEET_DEPTH * stroke or span < _SHEET_SPAN * stroke:
+        return None
+    return sheet
+
+
+def _hull_area(mask: np.ndarray) -> float:
+    """The area of the convex hull of a mask's pixels (taken as unit squares)."""
+    from scipy.spatial import ConvexHull
+
+    edge = np.argwhere(mask & ~ndimage.binary_erosion(mask))
+    offsets = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+    corners = (edge[:, None, :] + offsets).reshape(-1, 2)
+    return float(ConvexHull(corners).volume)  # a 2-D hull's "volume" is its area
+
+
+def _on_the_sheet(gray: np.ndarray, sheet: np.ndarray, factor: int, level: np.uint8) -> np.ndarray:
+    """The full-resolution image with everything beyond ``sheet`` (found on its copy reduced ``factor``
+    times) painted the paper's ``level``, the sheet's own rim too: its edge is shade and blur."""
+    inside = ndimage.binary_erosion(sheet)
+    inside = np.repeat(np.repeat(inside, factor, axis=0), factor, axis=1)[: gray.shape[0], : gray.shape[1]]
+    return np.where(inside, gray, level)
 
 
 @dataclass(frozen=True)
