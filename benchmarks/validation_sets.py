@@ -17,6 +17,8 @@ read through the app's own endpoints like the benchmark's:
   paper and in a box, a third each;
 * ``on-a-desk``: photos as ``digits.realworld.on_a_desk`` takes them: on a sheet of paper lying on a
   darker desk, which shows all round the sheet or beyond some of the photo's edges;
+* ``from-afar``: photos as ``digits.realworld.from_afar`` takes them: a digit written small on a big
+  sheet, 2-6% of the photo's width;
 * ``negatives``: non-digits the served model never trained on, to see what a reading change costs
   in non-digits read as digits: half Fashion-MNIST *training* items outside those its training drew,
   half letters and marks drawn as ``digits.negatives`` draws them, from a seed of their own.
@@ -44,6 +46,7 @@ SETS = (
     "marker-photos",
     "lined-paper",
     "on-a-desk",
+    "from-afar",
     "negatives",
 )
 
@@ -145,6 +148,11 @@ def main() -> None:
     if "on-a-desk" in args.sets:  # the last set drawn from ``rng``: left out, it changes no other
         built["on-a-desk"] = [
             sets.Sample(sets.on_a_desk(digits[i], rng), str(labels[i]), "on-a-desk") for i in pick
+        ]
+    if "from-afar" in args.sets:  # a generator of its own: built or not, no other set's images change
+        afar = np.random.default_rng([args.seed, 1])
+        built["from-afar"] = [
+            sets.Sample(sets.from_afar(digits[i], afar), str(labels[i]), "from-afar") for i in pick
         ]
     if "negatives" in args.sets:
         # The default seed's negatives are the ones every earlier measurement read.

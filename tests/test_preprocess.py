@@ -424,6 +424,18 @@ def test_a_white_digit_on_black_is_not_taken_for_a_sheet():
         assert not sheet_found(grained)
 
 
+def test_a_small_digit_in_a_big_photo_is_looked_for_again_on_a_finer_copy(monkeypatch):
+    # A faint 7, 30 px high with 2 px strokes, in a 700x525 photo of noisy paper taken from afar.
+    seven = np.asarray(sheet(size=(30, 30), paper=233, ink=90, lines=(((6, 4), (22, 4), (10, 26)),), width=2))
+    photo = np.random.default_rng(0).normal(233, 3, (525, 700)).clip(0, 255).astype(np.uint8)
+    photo[300:330, 400:430] = np.minimum(photo[300:330, 400:430], seven)
+    assert np.abs(normalise(photo) - normalise(seven)).mean() < 0.01
+    # On the copy reduced to 128 px, the 7 is a few pixels that fade into the paper.
+    monkeypatch.setattr(preprocess, "_COARSE_SIDE_AFAR", preprocess._COARSE_SIDE)
+    with pytest.raises(NoDigitError):
+        normalise(photo)
+
+
 def test_touching_digits_are_offered_whole_and_cut_apart():
     image = Image.new("L", (420, 200), 255)
     draw = ImageDraw.Draw(image)

@@ -80,6 +80,20 @@ def test_desk_photos_show_the_desk_beyond_a_sheet_of_paper():
     assert sum(desk_at_the_edge) >= 0.8 * len(samples)
 
 
+def test_photos_from_afar_hold_a_small_digit_on_a_big_sheet():
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:16] = 255  # a 1
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        image = decode_image(sets.from_afar(digit, rng))
+        assert image.format == "JPEG" and 1280 <= image.width <= 2560 and image.height == image.width * 3 // 4
+        ink = np.argwhere(image.gray < 150)  # the pen, darker than any paper
+        rows, cols = np.ptp(ink, axis=0) + 1
+        # The 1 spans 20 of its 28 pixels' height: 2-6% of the photo's width makes 1.4-4.3% of it.
+        shown = image.gray.shape[1]  # decoded at a reduced scale
+        assert 0.01 * shown <= rows <= 0.05 * shown and cols < rows
+
+
 def test_numbers_have_two_to_six_digits_and_some_touch():
     x = np.zeros((6, 28, 28), np.uint8)
     x[:, 6:22, 4:24] = 255

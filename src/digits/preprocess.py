@@ -50,6 +50,8 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # from the full-resolution image. Numbers need more room, one digit next to the other.
 _COARSE_SIDE = 128
 COARSE_SIDE_NUMBER = 512
+# Where the reduced copy shows no digit, it is looked for again on one of this side (``_strength``).
+_COARSE_SIDE_AFAR = 512
 # Each digit crop is reduced to at most this side before its strokes are measured: 4x the 20-pixel box.
 _FINE_SIDE = 80
 # Paper whose fitted brightness varies by more than this (0-255) is evened out before thresholding,
@@ -801,8 +803,17 @@ def _erode_disk(image: np.ndarray, radius: float) -> np.ndarray:
 
 
 def _strength(gray: np.ndarray) -> np.ndarray:
-    """The ink strength (0..1) of the marks worth reading, tightly cropped."""
-    ink = find_ink(gray, _COARSE_SIDE)
+    """The ink strength (0..1) of the marks worth reading, tightly cropped.
+
+    A digit written small in a big photo taken from afar spans a few pixels of the reduced copy,
+    where its strokes fade into the paper, so where that copy shows none it is looked for again on
+    one reduced less: an image read today reads the same, only a refusal is looked at again."""
+    try:
+        ink = find_ink(gray, _COARSE_SIDE)
+    except NoDigitError:
+        if reduction_factor(gray.shape, _COARSE_SIDE_AFAR) == reduction_factor(gray.shape, _COARSE_SIDE):
+            raise
+        ink = find_ink(gray, _COARSE_SIDE_AFAR)
     keep = _off_the_edges(ink)
     strength, _ = cut(ink, [ink.marks[i] for i in keep], union([ink.slices[i] for i in keep]))
     return strength

@@ -259,6 +259,24 @@ def desk_photos(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator
     return [Sample(on_a_desk(x_test[i], rng), str(y_test[i]), "on-a-desk") for i in pick]
 
 
+def from_afar(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A 28x28 uint8 MNIST digit written small on a big sheet and photographed whole, from afar, as a
+    JPEG: the photo is 1,280-2,560 pixels wide (4:3), the digit 2-6% of its width, in a blue or a black
+    pen, on paper with a phone's sensor noise."""
+    width = int(rng.integers(1280, 2561))
+    height = width * 3 // 4
+    size = int(width * rng.uniform(0.02, 0.06))
+    ink = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR)) / 255.0
+    noise = rng.standard_normal((height, width), dtype=np.float32) * np.float32(rng.uniform(2, 6))
+    paper = (np.float32(rng.uniform(190, 245)) + noise).clip(0, 255).astype(np.uint8)
+    photo = Image.fromarray(paper).convert("RGB")
+    top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+    box = (left, top, left + size, top + size)
+    written = _write(np.asarray(photo.crop(box), dtype=np.float64), ink, (0, 0), rng)
+    photo.paste(Image.fromarray(written.clip(0, 255).astype(np.uint8)), box)
+    return jpeg(photo, int(rng.integers(60, 91)))
+
+
 def lined_paper(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:
     """MNIST test digits photographed on ruled paper, on squared paper and in a box, a third each."""
     pick = rng.choice(len(x_test), size=min(count, len(x_test)), replace=False)
