@@ -81,11 +81,12 @@ def test_desk_photos_show_the_desk_beyond_a_sheet_of_paper():
 
 
 def test_photos_from_afar_hold_a_small_digit_on_a_big_sheet():
-    digit = np.zeros((28, 28), np.uint8)
-    digit[4:24, 12:16] = 255  # a 1
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        image = decode_image(sets.from_afar(digit, rng))
+    x = np.zeros((5, 28, 28), np.uint8)
+    x[:, 4:24, 12:16] = 255  # a 1
+    samples = sets.afar_photos(x, np.arange(5), np.random.default_rng(0), count=5)
+    assert {s.kind for s in samples} == {"from-afar"}
+    for sample in samples:
+        image = decode_image(sample.data)
         assert image.format == "JPEG" and 1280 <= image.width <= 2560 and image.height == image.width * 3 // 4
         ink = np.argwhere(image.gray < 150)  # the pen, darker than any paper
         rows, cols = np.ptp(ink, axis=0) + 1

@@ -9,6 +9,7 @@ upload it, and its label (a digit, a number, or ``""`` for "not a digit"):
 * ``photographed``: MNIST *test* digits as phone photos: big, dark on light, askew, off-centre, JPEG;
 * ``lined_paper``: MNIST test digits photographed as written on ruled or squared paper, or in a box;
 * ``desk_photos``: MNIST test digits written on a sheet of paper photographed lying on a darker desk;
+* ``afar_photos``: MNIST test digits written small on a big sheet and photographed whole, from afar;
 * ``numbers``: MNIST test digits written side by side as numbers of 2-6 digits, neighbours sometimes
   touching;
 * ``not_digits``: Fashion-MNIST *test* items, printed letters, scribbles and blank-ish paper;
@@ -275,6 +276,12 @@ def from_afar(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     written = _write(np.asarray(photo.crop(box), dtype=np.float64), ink, (0, 0), rng)
     photo.paste(Image.fromarray(written.clip(0, 255).astype(np.uint8)), box)
     return jpeg(photo, int(rng.integers(60, 91)))
+
+
+def afar_photos(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:
+    """MNIST test digits written small on a big sheet and photographed whole (``from_afar``)."""
+    pick = rng.choice(len(x_test), size=min(count, len(x_test)), replace=False)
+    return [Sample(from_afar(x_test[i], rng), str(y_test[i]), "from-afar") for i in pick]
 
 
 def lined_paper(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:

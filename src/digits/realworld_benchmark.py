@@ -39,6 +39,7 @@ SETS = {
     "not-digits": 1000,
     "lined-paper": 1000,
     "on-a-desk": 1000,
+    "from-afar": 1000,
 }
 CHROMIUM = os.environ.get("DIGITS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -265,6 +266,8 @@ def _build(name: str, rng: np.random.Generator, count: int | None, x_test, y_tes
         return sets.lined_paper(x_test, y_test, rng, count)
     if name == "on-a-desk":
         return sets.desk_photos(x_test, y_test, rng, count)
+    if name == "from-afar":
+        return sets.afar_photos(x_test, y_test, rng, count)
     return sets.not_digits(rng, count)
 
 
