@@ -67,7 +67,7 @@ def test_lined_paper_holds_digits_on_ruled_and_squared_paper_and_in_boxes():
 def test_desk_photos_show_the_desk_beyond_a_sheet_of_paper():
     x = np.zeros((20, 28, 28), np.uint8)
     x[:, 4:24, 12:16] = 255  # a 1
-    samples = sets.desk_photos(x, np.arange(20) % 10, np.random.default_rng(0), count=20)
+    samples = sets.photos(sets.on_a_desk, "on-a-desk", x, np.arange(20) % 10, np.random.default_rng(0), 20)
     assert {s.kind for s in samples} == {"on-a-desk"}
     desk_at_the_edge = []
     for sample in samples:
@@ -83,7 +83,7 @@ def test_desk_photos_show_the_desk_beyond_a_sheet_of_paper():
 def test_photos_from_afar_hold_a_small_digit_on_a_big_sheet():
     x = np.zeros((5, 28, 28), np.uint8)
     x[:, 4:24, 12:16] = 255  # a 1
-    samples = sets.afar_photos(x, np.arange(5), np.random.default_rng(0), count=5)
+    samples = sets.photos(sets.from_afar, "from-afar", x, np.arange(5), np.random.default_rng(0), 5)
     assert {s.kind for s in samples} == {"from-afar"}
     for sample in samples:
         image = decode_image(sample.data)

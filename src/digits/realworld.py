@@ -8,8 +8,8 @@ upload it, and its label (a digit, a number, or ``""`` for "not a digit"):
   who are not MNIST's, 8x8) rendered as low-resolution scans: dark ink on paper, upscaled, noise, JPEG;
 * ``photographed``: MNIST *test* digits as phone photos: big, dark on light, askew, off-centre, JPEG;
 * ``lined_paper``: MNIST test digits photographed as written on ruled or squared paper, or in a box;
-* ``desk_photos``: MNIST test digits written on a sheet of paper photographed lying on a darker desk;
-* ``afar_photos``: MNIST test digits written small on a big sheet and photographed whole, from afar;
+* ``photos`` of ``on_a_desk``: MNIST test digits written on a sheet of paper photographed lying on a
+  darker desk; of ``from_afar``: written small on a big sheet and photographed whole, from afar;
 * ``numbers``: MNIST test digits written side by side as numbers of 2-6 digits, neighbours sometimes
   touching;
 * ``not_digits``: Fashion-MNIST *test* items, printed letters, scribbles and blank-ish paper;
@@ -20,6 +20,7 @@ upload it, and its label (a digit, a number, or ``""`` for "not a digit"):
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,12 +255,6 @@ def on_a_desk(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     return jpeg(photo, int(rng.integers(40, 86)))
 
 
-def desk_photos(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:
-    """MNIST test digits written on a sheet of paper photographed lying on a desk (``on_a_desk``)."""
-    pick = rng.choice(len(x_test), size=min(count, len(x_test)), replace=False)
-    return [Sample(on_a_desk(x_test[i], rng), str(y_test[i]), "on-a-desk") for i in pick]
-
-
 def from_afar(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """A 28x28 uint8 MNIST digit written small on a big sheet and photographed whole, from afar, as a
     JPEG: the photo is 1,280-2,560 pixels wide (4:3), the digit 2-6% of its width, in a blue or a black
@@ -278,10 +273,17 @@ def from_afar(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     return jpeg(photo, int(rng.integers(60, 91)))
 
 
-def afar_photos(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:
-    """MNIST test digits written small on a big sheet and photographed whole (``from_afar``)."""
+def photos(
+    photo: Callable[[np.ndarray, np.random.Generator], bytes],
+    kind: str,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    rng: np.random.Generator,
+    count: int,
+) -> list[Sample]:
+    """``count`` MNIST test digits, each taken by ``photo`` (``on_a_desk``, ``from_afar``), of ``kind``."""
     pick = rng.choice(len(x_test), size=min(count, len(x_test)), replace=False)
-    return [Sample(from_afar(x_test[i], rng), str(y_test[i]), "from-afar") for i in pick]
+    return [Sample(photo(x_test[i], rng), str(y_test[i]), kind) for i in pick]
 
 
 def lined_paper(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:

@@ -41,6 +41,8 @@ SETS = {
     "on-a-desk": 1000,
     "from-afar": 1000,
 }
+#: The sets of one MNIST test digit per photo, and what takes each photo.
+ONE_DIGIT_PHOTOS = {"on-a-desk": sets.on_a_desk, "from-afar": sets.from_afar}
 CHROMIUM = os.environ.get("DIGITS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -264,10 +266,8 @@ def _build(name: str, rng: np.random.Generator, count: int | None, x_test, y_tes
         return sets.numbers(x_test, y_test, rng, count)
     if name == "lined-paper":
         return sets.lined_paper(x_test, y_test, rng, count)
-    if name == "on-a-desk":
-        return sets.desk_photos(x_test, y_test, rng, count)
-    if name == "from-afar":
-        return sets.afar_photos(x_test, y_test, rng, count)
+    if name in ONE_DIGIT_PHOTOS:
+        return sets.photos(ONE_DIGIT_PHOTOS[name], name, x_test, y_test, rng, count)
     return sets.not_digits(rng, count)
 
 
