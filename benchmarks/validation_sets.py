@@ -19,6 +19,8 @@ read through the app's own endpoints like the benchmark's:
   darker desk, which shows all round the sheet or beyond some of the photo's edges;
 * ``from-afar``: photos as ``digits.realworld.from_afar`` takes them: a digit written small on a big
   sheet, 2-6% of the photo's width;
+* ``numbers-from-afar``: numbers as ``digits.realworld.numbers_from_afar`` takes them: written small
+  on a big sheet, each digit's box 2-6% of the photo's width;
 * ``negatives``: non-digits the served model never trained on, to see what a reading change costs
   in non-digits read as digits: half Fashion-MNIST *training* items outside those its training drew,
   half letters and marks drawn as ``digits.negatives`` draws them, from a seed of their own.
@@ -47,6 +49,7 @@ SETS = (
     "lined-paper",
     "on-a-desk",
     "from-afar",
+    "numbers-from-afar",
     "negatives",
 )
 
@@ -154,6 +157,10 @@ def main() -> None:
         built["from-afar"] = [
             sets.Sample(sets.from_afar(digits[i], afar), str(labels[i]), "from-afar") for i in pick
         ]
+    if "numbers-from-afar" in args.sets:  # a generator of its own, as for from-afar
+        built["numbers-from-afar"] = sets.numbers_from_afar(
+            digits, labels, np.random.default_rng([args.seed, 2]), args.count // 2
+        )
     if "negatives" in args.sets:
         # The default seed's negatives are the ones every earlier measurement read.
         built["negatives"] = unseen_negatives(args.count, args.model, 7 if args.seed == 2026 else args.seed)
@@ -162,10 +169,10 @@ def main() -> None:
         for name, samples in built.items():
             if name not in args.sets:
                 continue
-            answers = read_uploads(client, samples, number=name.endswith("numbers"), log=lambda _: None)
+            answers = read_uploads(client, samples, number="numbers" in name, log=lambda _: None)
             row = score(name, answers, 0.0)
             extra = "  errors " + ", ".join(f"{k} ({n})" for k, n in row["confusions"])
-            if name.endswith("numbers"):
+            if "numbers" in name:
                 kinds = {k: [a.right for a in answers if a.kind == k] for k in ("touching", "apart")}
                 extra = "  (" + ", ".join(f"{k} {np.mean(v):.2%}" for k, v in kinds.items() if v) + ")"
             print(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from digits import preprocess
+from digits import preprocess, segmentation
 from digits.images import ImageError, NoDigitError, decode_image, peek_pixels
 from digits.preprocess import load_image, normalise
 from digits.segmentation import segment_digits, segment_number
@@ -434,6 +434,18 @@ def test_a_small_digit_in_a_big_photo_is_looked_for_again_on_a_finer_copy(monkey
     monkeypatch.setattr(preprocess, "_COARSE_SIDE_AFAR", preprocess._COARSE_SIDE)
     with pytest.raises(NoDigitError):
         normalise(photo)
+
+
+def test_a_number_written_small_in_a_big_photo_is_looked_for_again_on_a_finer_copy(monkeypatch):
+    # Three 1s, 20 px high with 3 px strokes and a fifth of their height apart, in a 1024x768 photo.
+    photo = np.random.default_rng(0).normal(230, 3, (768, 1024)).clip(0, 255).astype(np.uint8)
+    for n in range(3):
+        photo[400:420, 500 + 7 * n : 503 + 7 * n] = 60
+    marks = segment_number(photo)
+    assert [mark.readings[0][0].box for mark in marks] == [(500 + 7 * n, 400, 3, 20) for n in range(3)]
+    # On the copy reduced to 512 px they are 10 px high and 2 px apart: bridged into one mark.
+    monkeypatch.setattr(segmentation, "_SMALL_NUMBER", 0)
+    assert len(segment_number(photo)) == 1
 
 
 def test_touching_digits_are_offered_whole_and_cut_apart():

@@ -107,6 +107,24 @@ def test_numbers_have_two_to_six_digits_and_some_touch():
         assert image.width > image.height  # written in a row
 
 
+def test_numbers_from_afar_hold_a_small_row_of_digits_on_a_big_sheet():
+    x = np.zeros((6, 28, 28), np.uint8)
+    x[:, 4:24, 6:22] = 255  # a block as wide as a 0
+    samples = sets.numbers_from_afar(x, np.arange(6), np.random.default_rng(0), count=20)
+    assert {len(s.label) for s in samples} <= set(range(2, 7)) and {s.kind for s in samples} <= {
+        "touching",
+        "apart",
+    }
+    for sample in samples:
+        image = decode_image(sample.data)
+        assert image.format == "JPEG" and 1280 <= image.width <= 2560 and image.height == image.width * 3 // 4
+        ink = np.argwhere(image.gray < 150)  # the pen, darker than any paper
+        rows, cols = np.ptp(ink, axis=0) + 1
+        # Each block is 20 pixels of its 28-pixel box, 2-6% of the photo's width; two make a wide row.
+        shown = image.gray.shape[1]  # decoded at a reduced scale
+        assert 0.01 * shown <= rows <= 0.05 * shown and cols > rows
+
+
 def test_not_digits_hold_letters_scribbles_and_blank_paper():
     samples = sets.not_digits(np.random.default_rng(0), count=24)
     assert len(samples) == 24 and all(s.label == "" for s in samples)

@@ -260,14 +260,20 @@ def from_afar(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     JPEG: the photo is 1,280-2,560 pixels wide (4:3), the digit 2-6% of its width, in a blue or a black
     pen, on paper with a phone's sensor noise."""
     width = int(rng.integers(1280, 2561))
-    height = width * 3 // 4
     size = int(width * rng.uniform(0.02, 0.06))
     ink = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR)) / 255.0
+    return _photographed_from_afar(ink, width, rng)
+
+
+def _photographed_from_afar(ink: np.ndarray, width: int, rng: np.random.Generator) -> bytes:
+    """``ink`` (0..1) written anywhere on a sheet that fills a 4:3 photo ``width`` pixels wide, as a JPEG."""
+    height = width * 3 // 4
     noise = rng.standard_normal((height, width), dtype=np.float32) * np.float32(rng.uniform(2, 6))
     paper = (np.float32(rng.uniform(190, 245)) + noise).clip(0, 255).astype(np.uint8)
     photo = Image.fromarray(paper).convert("RGB")
-    top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
-    box = (left, top, left + size, top + size)
+    rows, cols = ink.shape
+    top, left = int(rng.integers(0, height - rows + 1)), int(rng.integers(0, width - cols + 1))
+    box = (left, top, left + cols, top + rows)
     written = _write(np.asarray(photo.crop(box), dtype=np.float64), ink, (0, 0), rng)
     photo.paste(Image.fromarray(written.clip(0, 255).astype(np.uint8)), box)
     return jpeg(photo, int(rng.integers(60, 91)))
@@ -303,42 +309,67 @@ TOUCHING = 0.2
 
 
 def numbers(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int) -> list[Sample]:
-    """Numbers of 2-6 MNIST test digits written in a row, neighbours touching now and then.
-
-    Each digit is cut to its inked columns and set beside the last with a gap of 2 to 6 pixels at
-    MNIST's scale, or, with the chance ``TOUCHING``, of -2 to 0 (the strokes touch or overlap), a
-    little up or down; the row is printed dark on paper, scaled 2-5 times and saved as JPEG. The
-    kind says whether any neighbours touch.
-    """
+    """Numbers of 2-6 MNIST test digits written in a row (``_number``), neighbours touching now and
+    then; each row is printed dark on paper, scaled 2-5 times and saved as JPEG. The kind says whether
+    any neighbours touch."""
     samples = []
     for _ in range(count):
-        length = int(rng.integers(2, 7))
-        picks = rng.choice(len(x_test), size=length, replace=False)
-        touching = False
-        row = np.zeros((40, 34 * length + 20), dtype=np.float32)
-        left = 10
-        for n, i in enumerate(picks):
-            digit = x_test[i].astype(np.float32) / 255.0
-            cols = np.flatnonzero(digit.max(axis=0) > 0.1)
-            digit = digit[:, cols[0] : cols[-1] + 1]
-            if n:
-                touches = rng.random() < TOUCHING
-                touching |= touches
-                left += int(rng.integers(-2, 1)) if touches else int(rng.integers(2, 7))
-            top = 6 + int(rng.integers(-2, 3))
-            region = row[top : top + 28, left : left + digit.shape[1]]
-            np.maximum(region, digit, out=region)
-            left += digit.shape[1]
-        row = row[:, : left + 10]
+        row, label, touching = _number(x_test, y_test, rng)
         scale = rng.uniform(2, 5)
         size = (int(row.shape[1] * scale), int(row.shape[0] * scale))
         big = Image.fromarray((row * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
         image = _ink_on_paper(np.asarray(big) / 255.0, rng, noise=rng.uniform(2, 6))
-        label = "".join(str(y_test[i]) for i in picks)
         samples.append(
             Sample(jpeg(image, int(rng.integers(50, 91))), label, "touching" if touching else "apart")
         )
     return samples
+
+
+def numbers_from_afar(
+    x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, count: int
+) -> list[Sample]:
+    """Numbers of 2-6 MNIST test digits written in a row (``_number``) small on a big sheet and
+    photographed whole, from afar, as ``from_afar`` takes one digit: each digit's 28-pixel box is 2-6%
+    of the photo's width. The kind says whether any neighbours touch."""
+    samples = []
+    for _ in range(count):
+        row, label, touching = _number(x_test, y_test, rng)
+        width = int(rng.integers(1280, 2561))
+        scale = width * rng.uniform(0.02, 0.06) / 28
+        size = (int(row.shape[1] * scale), int(row.shape[0] * scale))
+        ink = np.asarray(
+            Image.fromarray((row * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+        )
+        data = _photographed_from_afar(ink / 255.0, width, rng)
+        samples.append(Sample(data, label, "touching" if touching else "apart"))
+    return samples
+
+
+def _number(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str, bool]:
+    """A number of 2-6 MNIST test digits written in a row at MNIST's scale: its ink (0..1, 40 pixels
+    high), its label and whether any neighbours touch.
+
+    Each digit is cut to its inked columns and set beside the last with a gap of 2 to 6 pixels, or,
+    with the chance ``TOUCHING``, of -2 to 0 (the strokes touch or overlap), a little up or down.
+    """
+    length = int(rng.integers(2, 7))
+    picks = rng.choice(len(x_test), size=length, replace=False)
+    touching = False
+    row = np.zeros((40, 34 * length + 20), dtype=np.float32)
+    left = 10
+    for n, i in enumerate(picks):
+        digit = x_test[i].astype(np.float32) / 255.0
+        cols = np.flatnonzero(digit.max(axis=0) > 0.1)
+        digit = digit[:, cols[0] : cols[-1] + 1]
+        if n:
+            touches = rng.random() < TOUCHING
+            touching |= touches
+            left += int(rng.integers(-2, 1)) if touches else int(rng.integers(2, 7))
+        top = 6 + int(rng.integers(-2, 3))
+        region = row[top : top + 28, left : left + digit.shape[1]]
+        np.maximum(region, digit, out=region)
+        left += digit.shape[1]
+    return row[:, : left + 10], "".join(str(y_test[i]) for i in picks), touching
 
 
 # ---------------------------------------------------------------------------- not digits

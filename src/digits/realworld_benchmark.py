@@ -40,7 +40,10 @@ SETS = {
     "lined-paper": 1000,
     "on-a-desk": 1000,
     "from-afar": 1000,
+    "numbers-from-afar": 1000,
 }
+#: The sets read as written numbers, by ``/api/predict-number``.
+NUMBERS = ("numbers", "numbers-from-afar")
 #: The sets of one MNIST test digit per photo, and what takes each photo.
 ONE_DIGIT_PHOTOS = {"on-a-desk": sets.on_a_desk, "from-afar": sets.from_afar}
 CHROMIUM = os.environ.get("DIGITS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -264,6 +267,8 @@ def _build(name: str, rng: np.random.Generator, count: int | None, x_test, y_tes
         return sets.photographed(x_test, y_test, rng, count)
     if name == "numbers":
         return sets.numbers(x_test, y_test, rng, count)
+    if name == "numbers-from-afar":
+        return sets.numbers_from_afar(x_test, y_test, rng, count)
     if name == "lined-paper":
         return sets.lined_paper(x_test, y_test, rng, count)
     if name in ONE_DIGIT_PHOTOS:
@@ -313,10 +318,10 @@ def run_real_world(
             if name == "drawn":
                 answers = read_drawings(app, items, log)
             else:
-                answers = read_uploads(client, items, number=name == "numbers", log=log)
+                answers = read_uploads(client, items, number=name in NUMBERS, log=log)
             row = score(name, answers, time.perf_counter() - start)
             sheet = f"errors-{name}.png"
-            if contact_sheet(answers, out / sheet, number=name == "numbers"):
+            if contact_sheet(answers, out / sheet, number=name in NUMBERS):
                 row["sheet"] = sheet
             rows.append(row)
             log(f"{name}: read right {pct(row['accuracy'])}, not a digit {pct(row['not_a_digit'])}")

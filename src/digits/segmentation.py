@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from digits.images import ImageError, NoDigitError
+from digits.images import WORK_SIDE, ImageError, NoDigitError, reduction_factor
 from digits.preprocess import COARSE_SIDE_NUMBER, Ink, cut, find_ink, to_mnist, union
 
 #: A multi-digit image with more separate marks than this is noise, not a number.
@@ -26,6 +26,11 @@ _FRAGMENT = 0.45
 _SEAM_REACH = 0.2
 _SEAM_STRAY = 0.01
 _SEAM_STEP = 0.05
+# A number whose tallest mark is under this many pixels high on the reduced copy is looked for again
+# on the image at its working size: at that height the one-pixel bridge that joins a stroke's pieces
+# (``find_ink``) also joins neighbours a tenth of their height apart, as MNIST's closest are, and a
+# pen's stroke is a pixel wide or less, faded by the reduction.
+_SMALL_NUMBER = 24
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ def segment_number(gray: np.ndarray) -> list[Mark]:
     digits where the ink is thinnest; the model chooses (``digits.number_reader``). Each reading is
     a list of ``DigitCrop``s, normalised like ``normalise``.
     """
-    ink = find_ink(gray, COARSE_SIDE_NUMBER)
+    ink = _number_ink(gray)
     groups = _group_marks(ink)
     if len(groups) > MAX_DIGITS:
         raise ImageError(
@@ -86,6 +91,20 @@ def segment_number(gray: np.ndarray) -> list[Mark]:
         narrow = cols.stop - cols.start <= _WIDE * (rows.stop - rows.start)
         marks.append(Mark(readings, narrow, strength))
     return marks
+
+
+def _number_ink(gray: np.ndarray) -> Ink:
+    """The ink of a number, found on a copy reduced to ``COARSE_SIDE_NUMBER``; where its marks are all
+    under ``_SMALL_NUMBER`` pixels high (a number written small on a big page, photographed from
+    afar), found again on one reduced no further than ``WORK_SIDE``."""
+    ink = find_ink(gray, COARSE_SIDE_NUMBER)
+    tallest = max(rows.stop - rows.start for rows, _ in ink.slices)
+    if tallest >= _SMALL_NUMBER or reduction_factor(gray.shape, WORK_SIDE) == ink.factor:
+        return ink
+    try:
+        return find_ink(gray, WORK_SIDE)
+    except NoDigitError:
+        return ink  # a finer copy's threshold may see only paper noise where the coarse one saw ink
 
 
 def _crop(
