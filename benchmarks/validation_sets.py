@@ -23,7 +23,9 @@ read through the app's own endpoints like the benchmark's:
   on a big sheet, each digit's box 2-6% of the photo's width;
 * ``negatives``: non-digits the served model never trained on, to see what a reading change costs
   in non-digits read as digits: half Fashion-MNIST *training* items outside those its training drew,
-  half letters and marks drawn as ``digits.negatives`` draws them, from a seed of their own.
+  half letters and marks drawn as ``digits.negatives`` draws them, from a seed of their own;
+* ``negatives-as-numbers``: the same non-digits read by ``/api/predict-number``, which should
+  answer "not a number".
 
     python benchmarks/validation_sets.py [--model DIR] [--count N] [--sets NAME ...] [--seed N]
 """
@@ -51,6 +53,7 @@ SETS = (
     "from-afar",
     "numbers-from-afar",
     "negatives",
+    "negatives-as-numbers",
 )
 
 
@@ -161,9 +164,10 @@ def main() -> None:
         built["numbers-from-afar"] = sets.numbers_from_afar(
             digits, labels, np.random.default_rng([args.seed, 2]), args.count // 2
         )
-    if "negatives" in args.sets:
+    if {"negatives", "negatives-as-numbers"} & set(args.sets):
         # The default seed's negatives are the ones every earlier measurement read.
         built["negatives"] = unseen_negatives(args.count, args.model, 7 if args.seed == 2026 else args.seed)
+        built["negatives-as-numbers"] = built["negatives"]
     with TestClient(create_app(args.model)) as client:
         print(f"model: {client.get('/api/model').json()['name']}")
         for name, samples in built.items():
@@ -172,8 +176,8 @@ def main() -> None:
             answers = read_uploads(client, samples, number="numbers" in name, log=lambda _: None)
             row = score(name, answers, 0.0)
             extra = "  errors " + ", ".join(f"{k} ({n})" for k, n in row["confusions"])
-            if "numbers" in name:
-                kinds = {k: [a.right for a in answers if a.kind == k] for k in ("touching", "apart")}
+            kinds = {k: [a.right for a in answers if a.kind == k] for k in ("touching", "apart")}
+            if any(kinds.values()):
                 extra = "  (" + ", ".join(f"{k} {np.mean(v):.2%}" for k, v in kinds.items() if v) + ")"
             print(
                 f"{name:<15} {row['images']:>5} images  read right {row['accuracy']:.2%}"

@@ -186,14 +186,16 @@ def test_real_world_benchmark_writes_its_report(mnist_dir, tmp_path, capsys):
     from digits.cli import main
     from digits.inference import DEFAULT_MODEL
 
-    sets_run = ["other-writers", "numbers", "not-digits"]
+    sets_run = ["other-writers", "numbers", "not-digits", "not-digits-as-numbers"]
     args = ["benchmark", "--real-world", "--data-dir", str(mnist_dir), "--out", str(tmp_path)]
     assert main([*args, "--sets", *sets_run, "--scale", "0.01"]) == 0
     assert "other-writers      17 images  read right" in capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
     rows = results["sets"]
     assert results["model"] and [row["set"] for row in rows] == sets_run
-    assert [row["images"] for row in rows] == [17, 20, 10]  # each set at 1% of its size
+    assert [row["images"] for row in rows] == [17, 20, 10, 10]  # each set at 1% of its size
+    # Sets of non-digits are scored by how many were turned away, with no calibration to measure.
+    assert [("by_kind" in row, "ece" in row) for row in rows] == [(False, True)] * 2 + [(True, False)] * 2
     report = (tmp_path / "report.md").read_text()
     assert "| other-writers | 17 |" in report and "read right" in report
     for row in rows:
@@ -371,9 +373,11 @@ def test_number_reader_keeps_the_reading_the_model_is_surest_of():
     assert [c for c, _ in choose(wide_marks, rows, reject_below=0.6)] == [left, right, alone]
     # Not a digit whole: every cut is weighed, not only the first that reads as a digit.
     other_left, other_right = crop(0.5), crop(0.6)
-    narrow = [Mark([[whole], [left, right], [other_left, other_right]], narrow=True)]
-    rows = digit_rows([(8, 0.5), (1, 0.9), (9, 0.9), (1, 0.99), (3, 0.99)])
-    assert [c for c, _ in choose(narrow, rows, reject_below=0.6)] == [other_left, other_right]
+    narrow = [Mark([[whole], [left, right], [other_left, other_right]], narrow=True), Mark([[alone]])]
+    rows = digit_rows([(8, 0.5), (1, 0.9), (9, 0.9), (1, 0.99), (3, 0.99), (3, 0.99)])
+    assert [c for c, _ in choose(narrow, rows, reject_below=0.6)] == [other_left, other_right, alone]
+    # With no digit beside it, a narrow mark refused whole is not cut: a letter, not a number.
+    assert [c for c, _ in choose(narrow[:1], rows[:5], reject_below=0.6)] == [whole]
 
 
 def test_number_reader_cuts_a_wide_mark_refused_whole_only_into_digits():
@@ -390,10 +394,14 @@ def test_number_reader_cuts_a_wide_mark_refused_whole_only_into_digits():
     rows = digit_rows([(8, 0.4), (1, 0.99), (4, 0.55), (1, 0.99), (7, 0.2)])
     assert [c for c, _ in choose(letter, rows, 0.6)] == [whole]
     assert answer(letter, rows, 0.6)[0]["not_a_number"]
-    # A narrow mark (a marker's 1?) keeps the surest cut: its piece that is not a digit is a sliver.
-    narrow = [Mark(letter[0].readings, narrow=True)]
-    assert [c for c, _ in choose(narrow, rows, 0.6)] == [left, right]
-    assert answer(narrow, rows, 0.6)[0]["number"] == "1"
+    # A narrow mark (a marker's 1?) beside a digit keeps the surest cut: its piece that is not a
+    # digit is a sliver.
+    narrow = [Mark([[crop(0.6)]]), Mark(letter[0].readings, narrow=True)]
+    rows = np.vstack([digit_rows([(3, 0.99)]), rows])
+    assert [c for c, _ in choose(narrow, rows, 0.6)][1:] == [left, right]
+    assert answer(narrow, rows, 0.6)[0]["number"] == "31"
+    # Alone in the image, it is not a number: the halves of a letter read as digits too readily.
+    assert answer(narrow[1:], rows[1:], 0.6)[0]["not_a_number"]
 
 
 def test_number_reader_looks_again_at_a_refused_thick_mark_only(monkeypatch):

@@ -166,7 +166,8 @@ def choose(
     """The digits of the number, left to right, each with its probabilities: for every mark, the
     reading whose digits are most likely all right, the product of their confidences
     (``probabilities`` in the order of ``candidate_images``). A narrow mark (``Mark.narrow``) is
-    cut only if, whole, its confidence is below ``reject_below``: not a digit. A wider mark that is
+    cut only if, whole, its confidence is below ``reject_below``: not a digit, and some other mark
+    is read whole as a digit. A wider mark that is
     not a digit whole is read cut only where every piece is a digit; else it stays not a digit.
 
     A mean would not charge a reading for its extra digits: a wide 0 cut into two confident halves
@@ -202,10 +203,17 @@ def choose(
             # leave its one digit-like piece in the number. (A narrow mark's piece that is not a
             # digit may be a sliver of a marker's 1, which the cut's other piece reads.)
             cuts = into_digits
+        alone = not any(digits_whole[:n] + digits_whole[n + 1 :])
+        # A narrow mark refused whole may be a 1 touching its neighbour in a number, but with no
+        # digit beside it to say that the image is a number, it is far likelier a letter or an
+        # object whose halves read as digits: it stays not a digit (plan P11).
+        lone_narrow = alone and mark.narrow and not whole_is_digit
+        if lone_narrow:
+            cuts = []
         # The pair model alone reads a lone object as a pair too readily: a mark refused whole is
         # read as a pair, or a digit beside a pair, only where the digit model reads some cut of it
         # as digits, or a digit beside it (then the image is answered as a number anyway).
-        vouched = bool(into_digits) or any(digits_whole[:n] + digits_whole[n + 1 :])
+        vouched = not alone or (bool(into_digits) and not lone_narrow)
         pair = None
         if pairs is not None and n in pairs:
             offered = _pair_reading(pairs[n], readings[1:])

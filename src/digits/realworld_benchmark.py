@@ -41,9 +41,12 @@ SETS = {
     "on-a-desk": 1000,
     "from-afar": 1000,
     "numbers-from-afar": 1000,
+    "not-digits-as-numbers": 1000,
 }
 #: The sets read as written numbers, by ``/api/predict-number``.
-NUMBERS = ("numbers", "numbers-from-afar")
+NUMBERS = ("numbers", "numbers-from-afar", "not-digits-as-numbers")
+#: The sets of images that hold no digit: read right when answered "not a digit" ("not a number").
+NOT_DIGITS = ("not-digits", "not-digits-as-numbers")
 #: The sets of one MNIST test digit per photo, and what takes each photo.
 ONE_DIGIT_PHOTOS = {"on-a-desk": sets.on_a_desk, "from-afar": sets.from_afar}
 CHROMIUM = os.environ.get("DIGITS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -229,7 +232,7 @@ def score(name: str, answers: list[Answer], seconds: float) -> dict:
         "not_a_digit": float(rejected.mean()),
         "ms_per_image": 1e3 * seconds / max(len(answers), 1),
     }
-    if name != "not-digits":
+    if name not in NOT_DIGITS:
         scored = [a for a in answers if a.confidence is not None]
         confidence = np.array([a.confidence for a in scored])
         # Calibration of the stated confidence: is the digit (or number) read right that often?

@@ -81,7 +81,8 @@ def markdown(rows: list[dict], model: str, seed: int, scale: float) -> str:
     lines += [
         "",
         '*read right*: the digit or whole number named correctly; for not-digits, answered "not a digit" '
-        "(or no digit found). *ECE*: expected calibration error of the stated confidence over "
+        '(or no digit found), and for not-digits-as-numbers, "not a number". *ECE*: expected calibration '
+        "error of the stated confidence over "
         f"{ECE_BINS} bins. *ms per image*: the app's time per request, seen from the client; for the "
         "drawn set, the drawing in the browser too.",
         "",

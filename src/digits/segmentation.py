@@ -50,7 +50,8 @@ class Mark:
 
     readings: list[list[DigitCrop]]
     # Narrower than a digit beside a digit, but perhaps a 1 touching its neighbour: cut only if the
-    # mark whole is not a digit, so that a digit the model reads is never cut in two.
+    # mark whole is not a digit, so that a digit the model reads is never cut in two, and another
+    # mark is, so that a letter's halves are not read as a number.
     narrow: bool = False
     # The mark whole's ink strength (``preprocess.cut``), for a second look, thinned, if the model
     # refuses it whole (``number_reader.look_again``): thinned only then, as thinning is slow.
