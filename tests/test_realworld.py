@@ -80,19 +80,24 @@ def test_desk_photos_show_the_desk_beyond_a_sheet_of_paper():
     assert sum(desk_at_the_edge) >= 0.8 * len(samples)
 
 
+def ink_seen_from_afar(sample: sets.Sample) -> tuple[float, float]:
+    """A photo taken from afar's ink box, as shares of the photo's width: its height and its width."""
+    image = decode_image(sample.data)
+    assert image.format == "JPEG" and 1280 <= image.width <= 2560 and image.height == image.width * 3 // 4
+    rows, cols = np.ptp(np.argwhere(image.gray < 150), axis=0) + 1  # the pen, darker than any paper
+    shown = image.gray.shape[1]  # decoded at a reduced scale
+    return rows / shown, cols / shown
+
+
 def test_photos_from_afar_hold_a_small_digit_on_a_big_sheet():
     x = np.zeros((5, 28, 28), np.uint8)
     x[:, 4:24, 12:16] = 255  # a 1
     samples = sets.photos(sets.from_afar, "from-afar", x, np.arange(5), np.random.default_rng(0), 5)
     assert {s.kind for s in samples} == {"from-afar"}
     for sample in samples:
-        image = decode_image(sample.data)
-        assert image.format == "JPEG" and 1280 <= image.width <= 2560 and image.height == image.width * 3 // 4
-        ink = np.argwhere(image.gray < 150)  # the pen, darker than any paper
-        rows, cols = np.ptp(ink, axis=0) + 1
+        high, wide = ink_seen_from_afar(sample)
         # The 1 spans 20 of its 28 pixels' height: 2-6% of the photo's width makes 1.4-4.3% of it.
-        shown = image.gray.shape[1]  # decoded at a reduced scale
-        assert 0.01 * shown <= rows <= 0.05 * shown and cols < rows
+        assert 0.01 <= high <= 0.05 and wide < high
 
 
 def test_numbers_have_two_to_six_digits_and_some_touch():
@@ -111,18 +116,12 @@ def test_numbers_from_afar_hold_a_small_row_of_digits_on_a_big_sheet():
     x = np.zeros((6, 28, 28), np.uint8)
     x[:, 4:24, 6:22] = 255  # a block as wide as a 0
     samples = sets.numbers_from_afar(x, np.arange(6), np.random.default_rng(0), count=20)
-    assert {len(s.label) for s in samples} <= set(range(2, 7)) and {s.kind for s in samples} <= {
-        "touching",
-        "apart",
-    }
+    assert {len(s.label) for s in samples} <= set(range(2, 7))
+    assert {s.kind for s in samples} <= {"touching", "apart"}
     for sample in samples:
-        image = decode_image(sample.data)
-        assert image.format == "JPEG" and 1280 <= image.width <= 2560 and image.height == image.width * 3 // 4
-        ink = np.argwhere(image.gray < 150)  # the pen, darker than any paper
-        rows, cols = np.ptp(ink, axis=0) + 1
+        high, wide = ink_seen_from_afar(sample)
         # Each block is 20 pixels of its 28-pixel box, 2-6% of the photo's width; two make a wide row.
-        shown = image.gray.shape[1]  # decoded at a reduced scale
-        assert 0.01 * shown <= rows <= 0.05 * shown and cols > rows
+        assert 0.01 <= high <= 0.05 and wide > high
 
 
 def test_not_digits_hold_letters_scribbles_and_blank_paper():
