@@ -11,7 +11,7 @@ upload it, and its label (a digit, a number, or ``""`` for "not a digit"):
 * ``photos`` of ``on_a_desk``: MNIST test digits written on a sheet of paper photographed lying on a
   darker desk; of ``from_afar``: written small on a big sheet and photographed whole, from afar;
 * ``numbers``: MNIST test digits written side by side as numbers of 2-6 digits, neighbours sometimes
-  touching;
+  touching; ``numbers_from_afar``: such numbers written small on a big sheet, photographed whole;
 * ``not_digits``: Fashion-MNIST *test* items, printed letters, scribbles and blank-ish paper;
 * ``digits.strokes.drawn_digits``: stroke paths for the page's canvas (varied shape, width, size,
   position, slant), drawn in a real browser by ``digits.realworld_benchmark``.
@@ -315,10 +315,7 @@ def numbers(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator, co
     samples = []
     for _ in range(count):
         row, label, touching = _number(x_test, y_test, rng)
-        scale = rng.uniform(2, 5)
-        size = (int(row.shape[1] * scale), int(row.shape[0] * scale))
-        big = Image.fromarray((row * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-        image = _ink_on_paper(np.asarray(big) / 255.0, rng, noise=rng.uniform(2, 6))
+        image = _ink_on_paper(_enlarged(row, rng.uniform(2, 5)), rng, noise=rng.uniform(2, 6))
         samples.append(
             Sample(jpeg(image, int(rng.integers(50, 91))), label, "touching" if touching else "apart")
         )
@@ -335,12 +332,7 @@ def numbers_from_afar(
     for _ in range(count):
         row, label, touching = _number(x_test, y_test, rng)
         width = int(rng.integers(1280, 2561))
-        scale = width * rng.uniform(0.02, 0.06) / 28
-        size = (int(row.shape[1] * scale), int(row.shape[0] * scale))
-        ink = np.asarray(
-            Image.fromarray((row * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-        )
-        data = _photographed_from_afar(ink / 255.0, width, rng)
+        data = _photographed_from_afar(_enlarged(row, width * rng.uniform(0.02, 0.06) / 28), width, rng)
         samples.append(Sample(data, label, "touching" if touching else "apart"))
     return samples
 
@@ -370,6 +362,13 @@ def _number(x_test: np.ndarray, y_test: np.ndarray, rng: np.random.Generator) ->
         np.maximum(region, digit, out=region)
         left += digit.shape[1]
     return row[:, : left + 10], "".join(str(y_test[i]) for i in picks), touching
+
+
+def _enlarged(row: np.ndarray, scale: float) -> np.ndarray:
+    """A number's ink (0..1, ``_number``) enlarged ``scale`` times, as 8-bit ink scaled back to 0..1."""
+    size = (int(row.shape[1] * scale), int(row.shape[0] * scale))
+    big = Image.fromarray((row * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(big) / 255.0
 
 
 # ---------------------------------------------------------------------------- not digits
