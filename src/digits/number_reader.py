@@ -221,6 +221,17 @@ def choose(
                 pair = offered
         if triples is not None and n in triples and not whole_is_digit and vouched:
             cuts = [*cuts, *_triple_readings(triples[n], readings, floor)]
+        if len(marks) == 1 and not whole_is_digit:
+            # A lone mark refused whole: nothing else in the image says it is a number, and a letter
+            # or an object offers as many cuts as touching digits, whose pieces read as surely. Its
+            # readings as digits are weighed by the prior that a mark so wide holds touching digits,
+            # as beside other marks, and each must still reach the line a digit must (plan P12).
+            ratio = mark.readings[0][0].box[2] / writing
+            cuts = [(score + np.log(cut_chance(ratio)), digits) for score, digits in cuts]
+            cuts = [scored for scored in cuts if scored[0] >= floor]
+            if pair is not None:
+                pair = (pair[0] + np.log(cut_chance(ratio, PAIR_CUT_WIDTH)), pair[1])
+                pair = pair if pair[0] >= floor else None
         if mark.narrow and whole_is_digit:
             cuts = []  # read whole as a digit: never cut
             if not (NARROW_PAIRS and len(marks) > 1):
