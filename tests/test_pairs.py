@@ -86,15 +86,16 @@ def pair_row(first: int, second: int, p: float) -> np.ndarray:
     return row
 
 
-def crop(value: float) -> DigitCrop:
-    return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, 1, 1))
+def crop(value: float, width: int = 1) -> DigitCrop:
+    return DigitCrop(np.full((28, 28), value, np.float32), (0, 0, width, 1))
 
 
 def test_a_pair_reading_stands_where_it_is_surer_than_the_mark_and_its_cuts():
-    whole, left, right = crop(0.1), crop(0.2), crop(0.3)
+    whole, left, right = crop(0.1, width=3), crop(0.2), crop(0.3)
     marks = [Mark([[whole], [left, right]])]
-    # Not a digit whole, the cut read 4 and 1 at 80% and 70%; the pair model is sure of 47.
-    rows = digit_rows([(8, 0.4), (4, 0.8), (1, 0.7)])
+    # Not a digit whole, three times as wide as high, the cut read 4 and 1 at 90% and 80%; the
+    # pair model is sure of 47.
+    rows = digit_rows([(8, 0.4), (4, 0.9), (1, 0.8)])
     chosen = choose(marks, rows, 0.6, {0: pair_row(4, 7, 0.95)})
     assert [c for c, _ in chosen] == [left, right]
     assert [int(p.argmax()) for _, p in chosen] == [4, 7]
@@ -153,6 +154,28 @@ def test_a_refused_mark_is_a_pair_only_where_the_digit_model_vouches_for_digits(
     narrow = [Mark([[whole], [left, right]], narrow=True)]
     rows = digit_rows([(1, 0.9), (4, 0.3), (1, 0.3)])
     assert answer(narrow, rows, 0.6, pairs={0: pair_row(4, 7, 0.99)})[0]["number"] == "1"
+
+
+def test_a_lone_mark_refused_whole_is_digits_only_where_it_is_wide_enough_to_be():
+    from digits.number_reader import answer
+
+    def lone(width: int) -> list[Mark]:
+        return [Mark([[boxed(0.1, width)], [boxed(0.2, width // 2), boxed(0.3, width - width // 2)]])]
+
+    # Refused whole, its halves read 4 and 1 surely.
+    rows = digit_rows([(8, 0.4), (4, 0.99), (1, 0.99)])
+    # As wide as high, as a letter or an object most often is: the cut does not stand.
+    assert answer(lone(20), rows, 0.6)[0]["not_a_number"]
+    # Twice as wide as high, as two touching digits most often are: it does.
+    assert answer(lone(40), rows, 0.6)[0]["number"] == "41"
+    # The same for the pair model's reading, by its own prior (the cut, 4 and 1 at 80%, too unsure
+    # at either width).
+    unsure = digit_rows([(8, 0.4), (4, 0.8), (1, 0.8)])
+    assert answer(lone(14), unsure, 0.6, pairs={0: pair_row(4, 7, 0.99)})[0]["not_a_number"]
+    assert answer(lone(30), unsure, 0.6, pairs={0: pair_row(4, 7, 0.99)})[0]["number"] == "47"
+    # Two such marks: a row of marks each read as digits is a number, however wide each is.
+    rows = np.vstack([rows, rows])
+    assert answer(lone(20) * 2, rows, 0.6)[0]["number"] == "4141"
 
 
 def test_pair_probabilities_reads_wholes_and_a_refused_marks_pieces_in_one_call():

@@ -383,11 +383,12 @@ def test_number_reader_cuts_a_wide_mark_refused_whole_only_into_digits():
     from digits.number_reader import answer, choose
     from digits.segmentation import Mark
 
-    whole, left, right, other_left, other_right = crop(0.1), crop(0.2), crop(0.3), crop(0.4), crop(0.5)
+    whole, left, right, other_left, other_right = crop(0.1, 4), crop(0.2), crop(0.3), crop(0.4), crop(0.5)
     letter = [Mark([[whole], [left, right], [other_left, other_right]])]
-    # Not a digit whole (40%). One cut is surer as a product (99% x 55%), but its second piece is not
-    # a digit (under 60%); the other cut is a 1 and a 7 at 70% each: only that one can stand.
-    rows = digit_rows([(8, 0.4), (1, 0.99), (4, 0.55), (1, 0.7), (7, 0.7)])
+    # Not a digit whole (40%), four times as wide as high. One cut is surer as a product (99% x
+    # 55%), but its second piece is not a digit (under 60%); the other cut is a 1 and a 7 at 90%
+    # each: only that one can stand.
+    rows = digit_rows([(8, 0.4), (1, 0.99), (4, 0.55), (1, 0.9), (7, 0.9)])
     assert [c for c, _ in choose(letter, rows, 0.6)] == [other_left, other_right]
     # With no cut into digits alone, the mark stays whole and not a digit: no number, not a "1".
     rows = digit_rows([(8, 0.4), (1, 0.99), (4, 0.55), (1, 0.99), (7, 0.2)])

@@ -168,7 +168,8 @@ def choose(
     (``probabilities`` in the order of ``candidate_images``). A narrow mark (``Mark.narrow``) is
     cut only if, whole, its confidence is below ``reject_below``: not a digit, and some other mark
     is read whole as a digit. A wider mark that is not a digit whole is read cut only where every
-    piece is a digit; else it stays not a digit.
+    piece is a digit; else it stays not a digit. Alone in the image, such a mark's readings as
+    digits are weighed by its width (``cut_chance``) and must still reach ``reject_below``.
 
     A mean would not charge a reading for its extra digits: a wide 0 cut into two confident halves
     outscored the whole 0. Each added digit is one more chance to be wrong, as in the number's own
