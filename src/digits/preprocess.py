@@ -52,6 +52,8 @@ _COARSE_SIDE = 128
 COARSE_SIDE_NUMBER = 512
 # Where the reduced copy shows no digit, it is looked for again on one of this side (``_strength``).
 _COARSE_SIDE_AFAR = 512
+# Ink found without Otsu's split lies this many times the paper's noise below it, at least.
+_SPARSE_NOISE = 6
 # Each digit crop is reduced to at most this side before its strokes are measured: 4x the 20-pixel box.
 _FINE_SIDE = 80
 # Paper whose fitted brightness varies by more than this (0-255) is evened out before thresholding,
@@ -88,14 +90,22 @@ def _as_bytes(gray: np.ndarray) -> np.ndarray:
 
 # Longer than 60 lines on purpose: the steps (threshold, polarity, hysteresis, bridging, specks) each
 # refine the arrays of the one before, and read best as one pass in order.
-def find_ink(gray: np.ndarray, coarse_side: int, remove_lines: bool = True, find_sheet: bool = True) -> Ink:
+def find_ink(
+    gray: np.ndarray,
+    coarse_side: int,
+    remove_lines: bool = True,
+    find_sheet: bool = True,
+    sparse: bool = False,
+) -> Ink:
     """Threshold, fix polarity and find the marks (connected components) that are not specks.
 
     Unless ``find_sheet`` is False, a sheet of paper photographed on a darker desk (``_sheet``) is
     found first, and the image is read again with the desk painted the sheet's colour. Unless
     ``remove_lines`` is False, the lines of ruled or squared paper (``paper_lines``) and the
     sides of a box that the writing touches (``_frames``) are painted over, and the image is
-    read again without them. A frame clear of the writing is not a mark."""
+    read again without them. A frame clear of the writing is not a mark. ``sparse`` takes for ink
+    what lies far darker than the paper (``_sparse_threshold``) rather than Otsu's split, for dark
+    ink too little of the image for that split to find."""
     from PIL import Image
 
     gray = _as_bytes(gray)
@@ -105,17 +115,17 @@ def find_ink(gray: np.ndarray, coarse_side: int, remove_lines: bool = True, find
     # Box-averaging the reduced copy also removes sensor and JPEG noise before thresholding.
     coarse = np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
     hist = np.bincount(coarse.ravel(), minlength=256).astype(np.float64)
-    threshold = _otsu(hist)
+    threshold = _sparse_threshold(coarse) if sparse else _otsu(hist)
     # Before the light is evened out, which would take a desk for a shadow across the paper.
     sheet = _sheet(coarse, threshold) if find_sheet else None
     if sheet is not None:
         level = np.uint8(np.median(coarse[sheet & (coarse > threshold)]))
-        return find_ink(_on_the_sheet(gray, sheet, factor, level), coarse_side, remove_lines, False)
+        return find_ink(_on_the_sheet(gray, sheet, factor, level), coarse_side, remove_lines, False, sparse)
     lighting = _illumination(coarse) if _may_be_unevenly_lit(coarse, hist, threshold) else None
     if lighting is not None:  # a shadow or a vignette: divide the light out, as a scanner would
         coarse, gray = _even_out(coarse, lighting), _even_out(gray, lighting)
         hist = np.bincount(coarse.ravel(), minlength=256).astype(np.float64)
-        threshold = _otsu(hist)
+        threshold = _sparse_threshold(coarse) if sparse else _otsu(hist)
     light = coarse > threshold
     # Polarity: the paper is whatever most of the border is. MNIST wants light ink on black.
     border = _border(light)
@@ -141,7 +151,9 @@ def find_ink(gray: np.ndarray, coarse_side: int, remove_lines: bool = True, find
     weak = on_ink_scale > (2 * threshold + paper) / 3
     found = paper_lines(weak) if remove_lines else []
     if found:
-        return find_ink(_without_lines(gray, found, factor, dark_ink), coarse_side, False, find_sheet=False)
+        return find_ink(
+            _without_lines(gray, found, factor, dark_ink), coarse_side, False, find_sheet=False, sparse=sparse
+        )
     pieces, count = ndimage.label(weak, structure=_EIGHT_CONNECTED)
     piece_areas = np.bincount(pieces[mask], minlength=count + 1)
     piece_areas[0] = 0
@@ -155,7 +167,9 @@ def find_ink(gray: np.ndarray, coarse_side: int, remove_lines: bool = True, find
     slices = ndimage.find_objects(labels)
     frames, sides = _frames(labels, areas, mask, slices)
     if sides and remove_lines:
-        return find_ink(_without_lines(gray, sides, factor, dark_ink), coarse_side, False, find_sheet=False)
+        return find_ink(
+            _without_lines(gray, sides, factor, dark_ink), coarse_side, False, find_sheet=False, sparse=sparse
+        )
     for frame in frames:
         labels[labels == frame] = 0
         areas[frame] = 0
@@ -572,6 +586,16 @@ def _even_out(gray: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return np.clip(evened, 0, 255).round().astype(np.uint8)
 
 
+def _sparse_threshold(coarse: np.ndarray) -> int:
+    """A threshold for dark ink too sparse for Otsu's split (a digit written small on a big sheet,
+    where Otsu splits the paper's own noise in two): the paper's median level less the larger of
+    ``_MIN_CONTRAST`` and ``_SPARSE_NOISE`` times the paper's noise (its median absolute deviation,
+    scaled to a standard deviation)."""
+    paper = float(np.median(coarse))
+    noise = 1.4826 * float(np.median(np.abs(coarse.astype(np.float64) - paper)))
+    return int(paper - max(255 * _MIN_CONTRAST, _SPARSE_NOISE * noise))
+
+
 def _otsu(hist: np.ndarray) -> int:
     """Otsu's threshold for a 256-bin histogram: the level that best splits it into two classes."""
     levels = np.arange(256, dtype=np.float64)
@@ -813,7 +837,15 @@ def _strength(gray: np.ndarray) -> np.ndarray:
     except NoDigitError:
         if reduction_factor(gray.shape, _COARSE_SIDE_AFAR) == reduction_factor(gray.shape, _COARSE_SIDE):
             raise
-        ink = find_ink(gray, _COARSE_SIDE_AFAR)
+        try:
+            ink = find_ink(gray, _COARSE_SIDE_AFAR)
+        except NoDigitError:
+            # Otsu's split finds no ink where the digit is a tiny part of the photo. Only on a copy
+            # reduced at least twice, where box-averaging has smoothed away the single-pixel outliers
+            # of sensor and JPEG noise that would otherwise pass for sparse ink on a blank page.
+            if reduction_factor(gray.shape, _COARSE_SIDE_AFAR) < 2:
+                raise
+            ink = find_ink(gray, _COARSE_SIDE_AFAR, sparse=True)
     keep = _off_the_edges(ink)
     strength, _ = cut(ink, [ink.marks[i] for i in keep], union([ink.slices[i] for i in keep]))
     return strength
