@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from digits import preprocess, segmentation
 from digits.images import ImageError, NoDigitError, decode_image, peek_pixels
-from digits.preprocess import load_image, normalise
+from digits.preprocess import find_ink, load_image, normalise
 from digits.segmentation import segment_digits, segment_number
 
 
@@ -434,6 +434,32 @@ def test_a_small_digit_in_a_big_photo_is_looked_for_again_on_a_finer_copy(monkey
     monkeypatch.setattr(preprocess, "_COARSE_SIDE_AFAR", preprocess._COARSE_SIDE)
     with pytest.raises(NoDigitError):
         normalise(photo)
+
+
+def test_a_digit_too_small_for_otsus_split_is_found_by_its_contrast_with_the_paper():
+    # A 1, 18 px high and 2 px wide, on a 1300x975 photo of noisy paper: too little of the image
+    # for Otsu's split, on either reduced copy, to find.
+    photo = np.random.default_rng(0).normal(210, 4, (975, 1300)).clip(0, 255).astype(np.uint8)
+    blank = photo.copy()
+    photo[500:518, 700:702] = 70
+    for side in (preprocess._COARSE_SIDE, preprocess._COARSE_SIDE_AFAR):
+        with pytest.raises(NoDigitError):
+            find_ink(photo, side)
+    one = np.full((40, 20), 210, np.uint8)
+    one[11:29, 9:11] = 70
+    assert np.abs(normalise(photo) - normalise(one)).mean() < 0.01
+    with pytest.raises(NoDigitError):  # the same paper, blank
+        normalise(blank)
+    # A small page's JPEG noise, unreduced, would pass for such ink: it is not looked at that way.
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:400, 0:300]
+    page = rng.normal(225, 10, (400, 300)) - 25 * np.exp(-((y - 200) ** 2 + (x - 150) ** 2) / 3200)
+    out = io.BytesIO()
+    Image.fromarray(page.clip(0, 255).astype(np.uint8)).save(out, "JPEG", quality=50)
+    gray = decode_image(out.getvalue()).gray
+    assert find_ink(gray, preprocess._COARSE_SIDE_AFAR, sparse=True).marks
+    with pytest.raises(NoDigitError):
+        normalise(gray)
 
 
 def test_a_number_written_small_in_a_big_photo_is_looked_for_again_on_a_finer_copy(monkeypatch):
