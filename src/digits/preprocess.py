@@ -831,7 +831,8 @@ def _strength(gray: np.ndarray) -> np.ndarray:
 
     A digit written small in a big photo taken from afar spans a few pixels of the reduced copy,
     where its strokes fade into the paper, so where that copy shows none it is looked for again on
-    one reduced less: an image read today reads the same, only a refusal is looked at again."""
+    one reduced less, and where Otsu's split finds none there either, by its contrast with the paper
+    (``_sparse_threshold``): an image read today reads the same, only a refusal is looked at again."""
     try:
         ink = find_ink(gray, _COARSE_SIDE)
     except NoDigitError:
