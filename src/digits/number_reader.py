@@ -227,26 +227,31 @@ def choose(
             # or an object offers as many cuts as touching digits, whose pieces read as surely. Its
             # readings as digits are weighed by the prior that a mark so wide holds touching digits,
             # as beside other marks, and each must still reach the line a digit must (plan P12).
-            ratio = mark.readings[0][0].box[2] / writing
-            cuts = [(score + np.log(cut_chance(ratio)), digits) for score, digits in cuts]
+            cuts, pair = _weighed_by_width(cuts, pair, mark.readings[0][0].box[2] / writing)
             cuts = [scored for scored in cuts if scored[0] >= floor]
-            if pair is not None:
-                pair = (pair[0] + np.log(cut_chance(ratio, PAIR_CUT_WIDTH)), pair[1])
-                pair = pair if pair[0] >= floor else None
+            pair = pair if pair is not None and pair[0] >= floor else None
         if mark.narrow and whole_is_digit:
             cuts = []  # read whole as a digit: never cut
             if not (NARROW_PAIRS and len(marks) > 1):
                 pair = None
         if whole_is_digit and len(marks) > 1 and (cuts or pair):
             ratio = mark.readings[0][0].box[2] / writing
-            cut = cut_chance(ratio)
-            readings[0] = (readings[0][0] + np.log1p(-cut), readings[0][1])
-            cuts = [(score + np.log(cut), digits) for score, digits in cuts]
-            if pair is not None:
-                pair = (pair[0] + np.log(cut_chance(ratio, PAIR_CUT_WIDTH)), pair[1])
+            readings[0] = (readings[0][0] + np.log1p(-cut_chance(ratio)), readings[0][1])
+            cuts, pair = _weighed_by_width(cuts, pair, ratio)
         readings = readings[:1] + cuts + ([pair] if pair is not None else [])
         chosen.extend(max(readings, key=lambda scored: scored[0])[1])
     return chosen
+
+
+def _weighed_by_width(cuts: list, pair: tuple | None, ratio: float) -> tuple[list, tuple | None]:
+    """A mark's cut readings and its pair reading (scored, as in ``choose``), each weighed by the
+    prior that a mark ``ratio`` times as wide as the writing is high holds touching digits: the
+    cuts' with ``CUT_WIDTH``, the pair reading's with its own ``PAIR_CUT_WIDTH``."""
+    cut = np.log(cut_chance(ratio))
+    cuts = [(score + cut, digits) for score, digits in cuts]
+    if pair is not None:
+        pair = (pair[0] + np.log(cut_chance(ratio, PAIR_CUT_WIDTH)), pair[1])
+    return cuts, pair
 
 
 def cut_chance(ratio: float, half_way: float = CUT_WIDTH) -> float:

@@ -836,7 +836,8 @@ def _strength(gray: np.ndarray) -> np.ndarray:
     try:
         ink = find_ink(gray, _COARSE_SIDE)
     except NoDigitError:
-        if reduction_factor(gray.shape, _COARSE_SIDE_AFAR) == reduction_factor(gray.shape, _COARSE_SIDE):
+        afar = reduction_factor(gray.shape, _COARSE_SIDE_AFAR)
+        if afar == reduction_factor(gray.shape, _COARSE_SIDE):
             raise
         try:
             ink = find_ink(gray, _COARSE_SIDE_AFAR)
@@ -844,7 +845,7 @@ def _strength(gray: np.ndarray) -> np.ndarray:
             # Otsu's split finds no ink where the digit is a tiny part of the photo. Only on a copy
             # reduced at least twice, where box-averaging has smoothed away the single-pixel outliers
             # of sensor and JPEG noise that would otherwise pass for sparse ink on a blank page.
-            if reduction_factor(gray.shape, _COARSE_SIDE_AFAR) < 2:
+            if afar < 2:
                 raise
             ink = find_ink(gray, _COARSE_SIDE_AFAR, sparse=True)
     keep = _off_the_edges(ink)
