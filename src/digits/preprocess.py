@@ -407,7 +407,8 @@ def _frames(
     A frame is mostly hole. One clear of the writing holds in its hole at least half of the other
     marks' ink, and at least a tenth of its own (a 0 with a speck in it is not one). A box the writing
     touches is one mark with it: four straight sides along the edges of the mark's own box, with ink
-    left inside them (a square 0 is all sides)."""
+    left inside them (a square 0 is all sides). A box cut off by the photo's edge is closed by that
+    edge (``_closed_by_the_edges``), whose side is not painted over: it is not in the image."""
     frames, sides = [], []
     if not areas.any():
         return frames, sides
@@ -415,18 +416,45 @@ def _frames(
     for i in big:
         box = slices[i - 1]
         own = labels[box] == i
-        others, four_sided = int(areas.sum() - areas[i]), _four_sided(own)
+        closed = _closed_by_the_edges(own, box, labels.shape)
+        others, four_sided = int(areas.sum() - areas[i]), _four_sided(closed)
         if not (others or four_sided):
             continue  # a digit alone, the usual case: nothing to enclose and no box to touch
-        holes = _holes(own)
+        holes = _holes(closed)
         if np.count_nonzero(holes) < np.count_nonzero(own):
             continue
         enclosed = int(np.count_nonzero(holes & mask[box] & (labels[box] > 0)))
         if enclosed and enclosed >= 0.5 * others and enclosed >= 0.1 * areas[i]:
             frames.append(int(i))
         elif not enclosed and four_sided:
-            sides += _box_sides(own & mask[box], box)
+            found = _box_sides((own & mask[box]) | (closed & ~own), box)
+            sides += [line for line in found if not _along_the_edge(line, labels.shape)]
     return frames, sides
+
+
+def _closed_by_the_edges(own: np.ndarray, box: tuple[slice, slice], shape: tuple[int, int]) -> np.ndarray:
+    """A mark's ink in its box, with a side added along each edge of the image that the mark
+    touches: a box whose side the photo cut off is closed by the photo's edge. Not where it touches
+    three edges or four: a digit cropped tightly does, and its strokes along the fourth would pass
+    for a box's last sides."""
+    rows, cols = box
+    touched = (rows.start == 0, rows.stop == shape[0], cols.start == 0, cols.stop == shape[1])
+    closed = own.copy()
+    if sum(touched) > 2:
+        return closed
+    closed[0] |= touched[0]
+    closed[-1] |= touched[1]
+    closed[:, 0] |= touched[2]
+    closed[:, -1] |= touched[3]
+    return closed
+
+
+def _along_the_edge(line: Line, shape: tuple[int, int]) -> bool:
+    """Whether a line (on a reduced copy of ``shape``) runs along one of the image's edges: the side
+    that ``_closed_by_the_edges`` added."""
+    extent, length = (shape[1], shape[0]) if line.vertical else shape
+    middle = line.offset + line.slope * (length - 1) / 2
+    return middle < 1 or middle > extent - 2
 
 
 def _four_sided(own: np.ndarray) -> bool:
