@@ -332,9 +332,13 @@ def test_a_box_cut_off_by_the_photos_edge_is_not_read_with_the_digit_that_touche
     # The photo's left edge cuts off the box's left side; the 7's stem runs into its bottom side.
     clean = normalise(paper("")[:, 75:])
     for box in [(60, 50, 230, 232), (60, -10, 230, 232)]:  # the top side also beyond the edge
-        boxed = normalise(paper("", box=box)[:, 75:])
+        photo = paper("", box=box)[:, 75:]
+        boxed = normalise(photo)
         assert np.abs(np.subtract(ink_box(boxed), ink_box(clean))).max() <= 1
         assert np.abs(boxed - clean).mean() < 0.05
+        # Read as a number, it is one digit, not the box and the 7 together.
+        (digit,) = segment_digits(photo)
+        assert np.abs(digit.image - clean).mean() < 0.05
     # A square 0 whose two sides lie on the photo's edges is still all sides: a digit, not a box.
     corners = ((-10, -10), (150, -10), (150, 160), (-10, 160), (-10, -10))
     square = np.asarray(sheet(lines=(corners,), width=30))
