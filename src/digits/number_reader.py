@@ -197,6 +197,7 @@ def choose(
             score = float(np.sum(np.log(np.clip(rows.max(axis=1), 1e-12, 1.0))))
             readings.append((score, list(zip(crops, rows, strict=True))))
         whole_is_digit = readings[0][0] >= floor
+        ratio = mark.readings[0][0].box[2] / writing  # the mark's width for the writing's height
         cuts = readings[1:]
         into_digits = [scored for scored in cuts if all(row.max() >= reject_below for _, row in scored[1])]
         if not whole_is_digit and not mark.narrow:
@@ -227,7 +228,7 @@ def choose(
             # or an object offers as many cuts as touching digits, whose pieces read as surely. Its
             # readings as digits are weighed by the prior that a mark so wide holds touching digits,
             # as beside other marks, and each must still reach the line a digit must (plan P12).
-            cuts, pair = _weighed_by_width(cuts, pair, mark.readings[0][0].box[2] / writing)
+            cuts, pair = _weighed_by_width(cuts, pair, ratio)
             cuts = [scored for scored in cuts if scored[0] >= floor]
             pair = pair if pair is not None and pair[0] >= floor else None
         if mark.narrow and whole_is_digit:
@@ -235,7 +236,6 @@ def choose(
             if not (NARROW_PAIRS and len(marks) > 1):
                 pair = None
         if whole_is_digit and len(marks) > 1 and (cuts or pair):
-            ratio = mark.readings[0][0].box[2] / writing
             readings[0] = (readings[0][0] + np.log1p(-cut_chance(ratio)), readings[0][1])
             cuts, pair = _weighed_by_width(cuts, pair, ratio)
         readings = readings[:1] + cuts + ([pair] if pair is not None else [])

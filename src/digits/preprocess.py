@@ -439,9 +439,9 @@ def _closed_by_the_edges(own: np.ndarray, box: tuple[slice, slice], shape: tuple
     for a box's last sides."""
     rows, cols = box
     touched = (rows.start == 0, rows.stop == shape[0], cols.start == 0, cols.stop == shape[1])
+    if not any(touched) or sum(touched) > 2:
+        return own  # the usual case, a mark clear of the edges: no copy
     closed = own.copy()
-    if sum(touched) > 2:
-        return closed
     closed[0] |= touched[0]
     closed[-1] |= touched[1]
     closed[:, 0] |= touched[2]
