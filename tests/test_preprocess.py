@@ -441,6 +441,28 @@ def test_a_white_digit_on_black_is_not_taken_for_a_sheet():
         assert not sheet_found(grained)
 
 
+def test_a_thick_pens_digit_on_a_small_sheet_is_read_without_the_desk(monkeypatch):
+    page = Image.new("L", (320, 300), 240)
+    ImageDraw.Draw(page).line([(110, 70), (200, 70), (145, 235)], fill=20, width=30, joint="curve")
+    page = np.asarray(page)
+    photo = on_a_desk(page, (420, 400), (50, 40), tilt=6.0)
+    assert np.abs(normalise(photo) - normalise(page)).mean() < 0.05
+    # The paper beside the 7's strokes is under four times as deep as they are, as a white 0's ring
+    # may be: only the sheet's rectangular outline tells it apart.
+    monkeypatch.setattr(preprocess, "_SHEET_RECTANGLE", 1.01)
+    assert np.abs(normalise(photo) - normalise(page)).mean() > 0.1  # the sheet read as a light mark
+
+
+def test_the_smallest_rectangle_around_a_polygon():
+    turn = np.radians(30)
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]]) @ np.array(
+        [[np.cos(turn), np.sin(turn)], [-np.sin(turn), np.cos(turn)]]
+    )
+    assert preprocess._smallest_rectangle_area(square) == pytest.approx(1.0)
+    # A right triangle's smallest rectangle lies along its legs: twice its area.
+    assert preprocess._smallest_rectangle_area(np.array([[0, 0], [4, 0], [0, 3]])) == pytest.approx(12.0)
+
+
 def test_a_small_digit_in_a_big_photo_is_looked_for_again_on_a_finer_copy(monkeypatch):
     # A faint 7, 30 px high with 2 px strokes, in a 700x525 photo of noisy paper taken from afar.
     seven = np.asarray(sheet(size=(30, 30), paper=233, ink=90, lines=(((6, 4), (22, 4), (10, 26)),), width=2))

@@ -216,7 +216,10 @@ _BOX_SIDE_COVERAGE = 0.8
 # _SHEET_WRITING[1]; and it is paper around strokes, not a stroke around a hole: its deepest light pixel
 # lies at least _SHEET_DEPTH times as deep inside it as the writing's deepest pixel lies inside the
 # writing (a white 0 on black is a ring, no deeper than its hole), and the writing's biggest piece
-# spans at least _SHEET_SPAN times that depth (a stroke, not the pinholes of a fat white 0 or 8).
+# spans at least _SHEET_SPAN times that depth (a stroke, not the pinholes of a fat white 0 or 8). A
+# sheet that is a rectangle (at least _SHEET_RECTANGLE of the smallest one around it, turned or cut
+# off by the frame; a white digit's outline is rounder) passes with _SHEET_RECTANGLE_DEPTH and
+# _SHEET_RECTANGLE_SPAN instead: a thick pen on a small sheet leaves less paper beside its strokes.
 # The desk, all that lies beyond the sheet, is at least _DESK_AREA of the image (the corners a turned
 # photo fills are less), runs along at least _DESK_BORDER of the image's border (the ends of ruled
 # lines that reach an edge, with any writing on them, only dot it), and is a photographed surface,
@@ -226,6 +229,9 @@ _SHEET_CONVEX = 0.9
 _SHEET_WRITING = (0.003, 0.25)
 _SHEET_DEPTH = 4.0
 _SHEET_SPAN = 5.0
+_SHEET_RECTANGLE = 0.85
+_SHEET_RECTANGLE_DEPTH = 3.0
+_SHEET_RECTANGLE_SPAN = 4.0
 _DESK_AREA = 0.02
 _DESK_BORDER = 0.1
 _DESK_FLAT = 0.5
@@ -256,27 +262,46 @@ def _sheet(coarse: np.ndarray, threshold: int) -> np.ndarray | None:
         and np.bincount(desk).max() < _DESK_FLAT * desk.size
     ):
         return None
-    if area < _SHEET_CONVEX * _hull_area(sheet):
+    hull = _hull(sheet)
+    if area < _SHEET_CONVEX * hull.volume:  # a 2-D hull's "volume" is its area
         return None
     stroke = ndimage.distance_transform_edt(writing).max()
     pieces, _ = ndimage.label(writing, structure=_EIGHT_CONNECTED)
     sizes = np.bincount(pieces.ravel())
     sizes[0] = 0
     rows, cols = ndimage.find_objects(pieces)[sizes.argmax() - 1]
+    depth = ndimage.distance_transform_edt(paper).max()
     span = max(rows.stop - rows.start, cols.stop - cols.start)
-    if ndimage.distance_transform_edt(paper).max() < _SHEET_DEPTH * stroke or span < _SHEET_SPAN * stroke:
-        return None
-    return sheet
+    if depth >= _SHEET_DEPTH * stroke and span >= _SHEET_SPAN * stroke:
+        return sheet
+    if (
+        depth >= _SHEET_RECTANGLE_DEPTH * stroke
+        and span >= _SHEET_RECTANGLE_SPAN * stroke
+        and area >= _SHEET_RECTANGLE * _smallest_rectangle_area(hull.points[hull.vertices])
+    ):
+        return sheet
+    return None
 
 
-def _hull_area(mask: np.ndarray) -> float:
-    """The area of the convex hull of a mask's pixels (taken as unit squares)."""
+def _hull(mask: np.ndarray):
+    """The convex hull (scipy's ``ConvexHull``) of a mask's pixels, taken as unit squares."""
     from scipy.spatial import ConvexHull
 
     edge = np.argwhere(mask & ~ndimage.binary_erosion(mask))
     offsets = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
-    corners = (edge[:, None, :] + offsets).reshape(-1, 2)
-    return float(ConvexHull(corners).volume)  # a 2-D hull's "volume" is its area
+    return ConvexHull((edge[:, None, :] + offsets).reshape(-1, 2))
+
+
+def _smallest_rectangle_area(polygon: np.ndarray) -> float:
+    """The area of the smallest rectangle, at any angle, around a convex polygon's vertices (N, 2):
+    one of its sides lies along a side of the polygon (Freeman and Shapira, 1975)."""
+    sides = np.diff(np.vstack([polygon, polygon[:1]]), axis=0)
+    angles = np.arctan2(sides[:, 1], sides[:, 0])
+    # The vertices in each side's frame: a rotation by minus that side's angle.
+    cos, sin = np.cos(angles), np.sin(angles)
+    along = polygon[:, 0, None] * cos + polygon[:, 1, None] * sin
+    across = polygon[:, 1, None] * cos - polygon[:, 0, None] * sin
+    return float((np.ptp(along, axis=0) * np.ptp(across, axis=0)).min())
 
 
 def _on_the_sheet(gray: np.ndarray, sheet: np.ndarray, factor: int, level: np.uint8) -> np.ndarray:
