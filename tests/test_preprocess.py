@@ -137,19 +137,6 @@ def test_thick_strokes_are_thinned_to_mnist_width_for_a_second_look(mnist_test):
     assert (second > 0.5).any(axis=1).sum() >= 19  # still a digit's height, not a dot
 
 
-def test_a_small_thick_digit_is_thinned_too():
-    from digits.preprocess import _stroke_width, thinned
-
-    # The same 1 in a marker, as a photo from afar or a small scan shows it: 24 px high, 7 px wide,
-    # where thinning it takes under a pixel off each side.
-    small = Image.fromarray(np.asarray(sheet(size=(300, 300), lines=[((150, 40), (150, 260))], width=80)))
-    small = np.asarray(small.resize((30, 30), Image.Resampling.BOX))
-    first, second = normalise(small), thinned(small)
-    assert second is not None
-    assert _stroke_width(second > 0.5) < _stroke_width(first > 0.5) - 1
-    assert (second > 0.5).any(axis=1).sum() >= 19
-
-
 def lit(image: Image.Image, vignette: float = 0.0, shadow: float = 0.0) -> np.ndarray:
     """A phone photo's uneven light on a sheet: corners darkened by ``vignette``, and the lower
     right corner by ``shadow`` (both fractions of the light)."""

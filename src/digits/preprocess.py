@@ -841,26 +841,13 @@ def thinned(gray: np.ndarray) -> np.ndarray | None:
 def thin_strokes(strength: np.ndarray) -> np.ndarray | None:
     """A tight crop's ink strength (``cut``) as a model input with its strokes thinned to MNIST's
     width, if they are over ``_THICK`` times as thick (else None): ``thinned``'s work, which the number
-    reader also does for each mark it refuses whole (``number_reader.look_again``).
-
-    A crop under ``_FINE_SIDE`` (a digit from afar, a small scan) is enlarged to it first: there the
-    erosion's radius is under a pixel or a few, and a disk of whole pixels would thin too little or
-    not at all."""
-    from PIL import Image
-
+    reader also does for each mark it refuses whole (``number_reader.look_again``)."""
     inked = strength > 0.5
     scale = 20.0 / max(strength.shape)
     stroke = _stroke_width(inked)
     if stroke * scale <= _THICK * _MNIST_STROKE:
         return None
-    radius = (stroke - _THICK_TARGET * _MNIST_STROKE / scale) / 2
-    enlarge = -(-_FINE_SIDE // max(strength.shape))
-    if enlarge > 1:
-        height, width = strength.shape
-        image = Image.fromarray(strength.astype(np.float32), "F")
-        strength = np.asarray(image.resize((width * enlarge, height * enlarge), Image.Resampling.BILINEAR))
-        radius *= enlarge
-    strength = _erode_disk(strength, radius)
+    strength = _erode_disk(strength, (stroke - _THICK_TARGET * _MNIST_STROKE / scale) / 2)
     inked = strength > 0.5
     rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
     if not rows.size:
