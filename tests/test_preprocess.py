@@ -712,6 +712,16 @@ def mangled_images(draw):
     return bytes(data[: max(cut, len(data) // 2)] if draw(st.booleans()) else data)
 
 
+def test_dark_paper_too_dark_for_sparse_ink_is_no_digit():
+    # A wide strip of dark paper (level 34) with one light pixel: no digit on either reduced copy,
+    # and the search by contrast would need ink darker than black. (Found by the property test below;
+    # it used to raise IndexError.)
+    strip = np.full((2, 513), 34, np.uint8)
+    strip[0, 0] = 138
+    with pytest.raises(NoDigitError):
+        normalise(strip)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mangled_images())
 def test_mangled_images_decode_or_raise_image_error(data):

@@ -115,7 +115,7 @@ def find_ink(
     # Box-averaging the reduced copy also removes sensor and JPEG noise before thresholding.
     coarse = np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
     hist = np.bincount(coarse.ravel(), minlength=256).astype(np.float64)
-    threshold = _sparse_threshold(coarse) if sparse else _otsu(hist)
+    threshold = _threshold(coarse, hist, sparse)
     # Before the light is evened out, which would take a desk for a shadow across the paper.
     sheet = _sheet(coarse, threshold) if find_sheet else None
     if sheet is not None:
@@ -125,7 +125,7 @@ def find_ink(
     if lighting is not None:  # a shadow or a vignette: divide the light out, as a scanner would
         coarse, gray = _even_out(coarse, lighting), _even_out(gray, lighting)
         hist = np.bincount(coarse.ravel(), minlength=256).astype(np.float64)
-        threshold = _sparse_threshold(coarse) if sparse else _otsu(hist)
+        threshold = _threshold(coarse, hist, sparse)
     light = coarse > threshold
     # Polarity: the paper is whatever most of the border is. MNIST wants light ink on black.
     border = _border(light)
@@ -637,6 +637,16 @@ def _even_out(gray: np.ndarray, grid: np.ndarray) -> np.ndarray:
     level = float(np.median(surface))
     evened = gray.astype(np.float32) * (level / np.maximum(surface, 8.0))
     return np.clip(evened, 0, 255).round().astype(np.uint8)
+
+
+def _threshold(coarse: np.ndarray, hist: np.ndarray, sparse: bool) -> int:
+    """The grey level that splits ink from paper on ``coarse`` (whose histogram is ``hist``): Otsu's,
+    or ``_sparse_threshold`` for sparse ink. Raises ``NoDigitError`` where the paper is so dark that
+    no ink can lie that far below it (the sparse split would fall under 0)."""
+    threshold = _sparse_threshold(coarse) if sparse else _otsu(hist)
+    if threshold < 0:
+        raise NoDigitError()
+    return threshold
 
 
 def _sparse_threshold(coarse: np.ndarray) -> int:
